@@ -1,0 +1,191 @@
+"""The `tribes` command: import posts, refresh clusters, show results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.settings import ProfileMethod, Settings, load_settings
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "fb_pages_sample.parquet"
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
+)
+console = Console()
+state: dict[str, object] = {}
+
+
+def fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(db=state.get("db"), **overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise fail(f"bad setting {where}: {first['msg']} (check flags, TRIBES_* and tribes.toml)")
+
+
+def use_project_prefect_home(config: Settings) -> None:
+    """Keep Prefect's database, caches and results in the state folder, not in $HOME."""
+    home = (config.state_dir / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "storage"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def run_guarded(action):
+    """Run an action and turn the errors users can fix into one line and exit 1."""
+    from pipeline.embed import ModelError
+    from pipeline.ingest import IngestError
+    from pipeline.store import StoreError
+
+    try:
+        return action()
+    except (StoreError, ModelError, IngestError, ValueError) as exc:
+        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+@app.callback()
+def main(
+    db: Annotated[Path | None, typer.Option(help="DuckDB file [env TRIBES_DB]")] = None,
+) -> None:
+    """Tribes: find the interest communities among social-media users."""
+    state["db"] = db
+    use_project_prefect_home(settings())
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON Lines or Parquet file of posts")],
+    platform: Annotated[str, typer.Option(help="platform name stored with each post")] = "import",
+    user_col: str = "user_id",
+    text_col: str = "text",
+    id_col: str = "post_id",
+    time_col: Annotated[str, typer.Option(help="'' when the file has no time")] = "created_at",
+    label_col: Annotated[str | None, typer.Option(help="optional known label per user")] = None,
+    name_col: Annotated[str | None, typer.Option(help="optional display name per user")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet")] = None,
+    encoding: str = "utf-8",
+) -> None:
+    """Load posts into the database (keyed by platform + post id: re-imports add nothing)."""
+    from flows.imports import import_file
+    from pipeline.ingest import ColumnMap
+
+    columns = ColumnMap(user_col, text_col, id_col, time_col or None, label_col, name_col)
+    config = settings()
+    report = run_guarded(
+        lambda: import_file(config, str(file), platform, columns, fmt, encoding)
+    )
+    console.print(f"{file.name}: {report.summary()}", highlight=False)
+
+
+@app.command()
+def refresh(
+    model: Annotated[str | None, typer.Option(help="sentence-transformers name or path")] = None,
+    profile_method: Annotated[ProfileMethod | None, typer.Option()] = None,
+    min_cluster_size: int | None = None,
+    umap_n_components: int | None = None,
+    umap_n_neighbors: int | None = None,
+    random_state: int | None = None,
+    full: Annotated[bool, typer.Option(help="ignore every cache")] = False,
+) -> None:
+    """Embed new posts and re-cluster every user; stores a new run."""
+    overrides = dict(model=model, profile_method=profile_method,
+                     min_cluster_size=min_cluster_size, umap_n_components=umap_n_components,
+                     umap_n_neighbors=umap_n_neighbors, random_state=random_state)
+    config = settings(**overrides)
+    from flows.refresh import refresh as refresh_flow
+
+    run_id = run_guarded(lambda: refresh_flow(db=str(config.db), full=full, **overrides))
+    show_clusters(config, run_id)
+
+
+@app.command()
+def clusters(run: Annotated[str | None, typer.Option(help="run id; default latest")] = None) -> None:
+    """Print the clusters of the latest completed run (or --run)."""
+    show_clusters(settings(), run)
+
+
+def show_clusters(config: Settings, run_id: str | None) -> None:
+    from pipeline import store
+
+    def read():
+        with store.connect(config.db, wait_seconds=30) as con:
+            chosen = run_id or store.latest_run_id(con)
+            if chosen is None:
+                raise store.StoreError("no completed run yet: run `tribes refresh` first")
+            return chosen, store.cluster_table(con, chosen)
+
+    chosen, table = run_guarded(read)
+    if table.height == 0:
+        raise fail(f"run {chosen} has no clusters (unknown or unfinished run id?)")
+    view = Table(title=f"Interest clusters of run {chosen}", show_lines=True)
+    for column in ("id", "users", "label", "top terms", "example users"):
+        view.add_column(column, overflow="fold")
+    for row in table.iter_rows(named=True):
+        size = f"{row['size']}" + (f" ({row['n_outliers']} low-conf.)" if row["n_outliers"] else "")
+        view.add_row(str(row["cluster_id"]), size, row["label"], row["top_terms"] or "",
+                     ", ".join(row["example_users"] or []))
+    console.print(view)
+
+
+@app.command()
+def runs(limit: int = 10) -> None:
+    """The latest refresh runs with duration and outcome."""
+    from pipeline import store
+
+    config = settings()
+
+    def read():
+        with store.connect(config.db, wait_seconds=30) as con:
+            return store.runs_table(con, limit)
+
+    table = run_guarded(read)
+    view = Table(title="Refresh runs")
+    for column in ("run", "status", "started (UTC)", "seconds", "posts", "users", "clusters",
+                   "error"):
+        view.add_column(column, overflow="fold")
+    for row in table.iter_rows(named=True):
+        view.add_row(row["run_id"], row["status"], f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+                     "" if row["seconds"] is None else f"{row['seconds']:.1f}",
+                     *(str(row[c] or "") for c in ("n_posts", "n_users", "n_clusters", "error")))
+    console.print(view)
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (defaults < tribes.toml < TRIBES_* < flags)."""
+    view = Table(title="Effective settings")
+    view.add_column("setting")
+    view.add_column("value")
+    for key, value in settings().model_dump(mode="json").items():
+        view.add_row(key, repr(value))
+    console.print(view)
+
+
+@app.command()
+def demo() -> None:
+    """Import the bundled sample of real Facebook page posts, refresh, print the clusters."""
+    console.print(f"importing the bundled sample {SAMPLE.name} (MIT, see data/sample/LICENSE)")
+    import_command(SAMPLE, platform="facebook", label_col="user_label", time_col="created_at",
+                   user_col="user_id", text_col="text", id_col="post_id", name_col=None,
+                   fmt=None, encoding="utf-8")
+    refresh(model=None, profile_method=None, min_cluster_size=None, umap_n_components=None,
+            umap_n_neighbors=None, random_state=None, full=False)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,277 @@
+"""The refresh flow: clean → embed → profile → reduce → cluster → label → publish.
+
+Tasks hand each other small values (the database path, the data version, file paths in the
+state folder), never big arrays. Each artifact's file name is a digest of everything it depends
+on, so an unchanged refresh finds its work done, and Prefect's input cache shows it as Cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import Field
+
+from pipeline import clean as clean_step
+from pipeline import cluster as cluster_step
+from pipeline import embed as embed_step
+from pipeline import label as label_step
+from pipeline import profile as profile_step
+from pipeline import reduce as reduce_step
+from pipeline import store
+from pipeline.settings import ProfileMethod, Settings, load_settings
+
+CACHED = INPUTS + TASK_SOURCE
+LOCK_WAIT_SECONDS = 900
+
+
+def artifact(settings: Settings, stage: str, suffix: str, *inputs: Any) -> Path:
+    """A path in the cache folder named by a digest of everything the artifact depends on."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    return settings.cache_dir / f"{stage}-{digest[:20]}.{suffix}"
+
+
+def open_db(settings: Settings):
+    return store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS)
+
+
+@task(retries=2, retry_delay_seconds=2)
+def begin_run(settings: Settings) -> tuple[str, str]:
+    """Record a new run and return (run_id, data_version)."""
+    with open_db(settings) as con:
+        version = store.data_version(con)
+        if version.startswith("0-"):
+            raise ValueError(f"database {settings.db} holds no posts: run `tribes import` first")
+        return store.start_run(con, settings.analysis_fingerprint(), version), version
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=CACHED, persist_result=True)
+def clean(settings: Settings, version: str) -> str:
+    out = artifact(settings, "clean", "parquet", version, settings.min_posts_per_user)
+    if not out.exists():
+        with open_db(settings) as con:
+            posts = store.read_posts(con)
+        cleaned = clean_step.clean_posts(posts, settings.min_posts_per_user)
+        cleaned.write_parquet(out)
+    return str(out)
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=CACHED, persist_result=True)
+def embed(settings: Settings, clean_path: str, model_id: str) -> int:
+    """Embed every cleaned text that has no stored vector for this model; returns how many."""
+    logger = get_run_logger()
+    spec = embed_step.model_spec(settings)
+    texts = pl.read_parquet(clean_path).unique("text_hash").select("text_hash", "text_clean")
+    with open_db(settings) as con:
+        todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
+    if not todo:
+        logger.info("all %d texts already embedded with %s", texts.height, spec.name)
+        return 0
+    texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
+    model = embed_step.load_model(spec, settings.device)
+    logger.info("embedding %d new texts with %s on %s", texts.height, spec.name, model.device)
+    started, done = time.monotonic(), 0
+    for chunk in texts.iter_slices(settings.embed_chunk):
+        vectors = embed_step.encode(
+            model, chunk["text_clean"].to_list(), spec.prefix, settings.batch_size
+        )
+        with open_db(settings) as con:
+            store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
+        done += chunk.height
+        rate = done / max(time.monotonic() - started, 1e-9)
+        logger.info("embedded %d/%d texts (%.0f/s)", done, texts.height, rate)
+    return done
+
+
+def load_post_vectors(settings: Settings, clean_path: str, model_id: str):
+    posts = pl.read_parquet(clean_path)
+    with open_db(settings) as con:
+        vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
+    return posts, vectors
+
+
+def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """Distinct users (platform, user_id, n_posts) and each post's row in that table."""
+    users = (
+        posts.group_by("platform", "user_id").len("n_posts").sort("platform", "user_id")
+        .with_row_index("user_row")
+    )
+    owner = posts.join(users, on=["platform", "user_id"], how="left", maintain_order="left")
+    return users.drop("user_row"), owner["user_row"].to_numpy()
+
+
+@task(retries=1, cache_policy=CACHED, persist_result=True)
+def profile(settings: Settings, clean_path: str, model_id: str) -> str:
+    out = artifact(
+        settings, "profile", "npz", clean_path, model_id,
+        settings.profile_method, settings.topic_mix_k, settings.random_state,
+    )
+    if not out.exists():
+        posts, vectors = load_post_vectors(settings, clean_path, model_id)
+        users, owner = user_index(posts)
+        profiles = profile_step.build_profiles(
+            owner, vectors, users.height, settings.profile_method,
+            settings.topic_mix_k, settings.random_state,
+        )
+        np.savez(out, profiles=profiles)
+        users.write_parquet(out.with_suffix(".users.parquet"))
+    return str(out)
+
+
+@task(retries=1, cache_policy=CACHED, persist_result=True)
+def reduce(settings: Settings, profile_path: str) -> str:
+    params = (settings.umap_n_components, settings.umap_n_neighbors, settings.umap_min_dist,
+              settings.random_state)
+    out = artifact(settings, "reduce", "npz", profile_path, *params)
+    if not out.exists():
+        profiles = np.load(profile_path)["profiles"]
+        space = reduce_step.umap_reduce(profiles, settings.umap_n_components,
+                                        settings.umap_n_neighbors, settings.umap_min_dist,
+                                        settings.random_state)
+        plane = reduce_step.umap_reduce(profiles, 2, settings.umap_n_neighbors, 0.1,
+                                        settings.random_state)
+        np.savez(out, space=space, plane=plane)
+    return str(out)
+
+
+@task(retries=1, cache_policy=CACHED, persist_result=True)
+def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
+    out = artifact(settings, "cluster", "parquet", reduce_path, settings.min_cluster_size,
+                   settings.min_samples)
+    if not out.exists():
+        reduced = np.load(reduce_path)
+        result = cluster_step.hdbscan_cluster(
+            reduced["space"], settings.min_cluster_size, settings.min_samples
+        )
+        users = pl.read_parquet(Path(profile_path).with_suffix(".users.parquet"))
+        users.with_columns(
+            cluster_id=pl.Series(result.labels, dtype=pl.Int32),
+            probability=pl.Series(result.probability),
+            is_outlier=pl.Series(result.is_outlier),
+            x=pl.Series(reduced["plane"][:, 0].astype(float)),
+            y=pl.Series(reduced["plane"][:, 1].astype(float)),
+        ).write_parquet(out)
+    return str(out)
+
+
+@task(retries=1, cache_policy=CACHED, persist_result=True)
+def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str) -> str:
+    """c-TF-IDF terms, labels, example users and representative posts per cluster."""
+    out = artifact(settings, "label", "parquet", clean_path, cluster_path, settings.top_terms,
+                   settings.label_terms, settings.representative_posts)
+    if not out.exists():
+        posts, vectors = load_post_vectors(settings, clean_path, model_id)
+        members = pl.read_parquet(cluster_path)
+        with open_db(settings) as con:
+            names = store.read_users(con).select("platform", "user_id", "display_name")
+        posts = posts.join(members.select("platform", "user_id", "cluster_id"),
+                           on=["platform", "user_id"], maintain_order="left")
+        n_clusters = int(members["cluster_id"].max()) + 1
+        cluster_of_post = posts["cluster_id"].to_numpy()
+        terms = label_step.cluster_terms(posts["text_clean"].to_list(), cluster_of_post,
+                                         n_clusters, settings.top_terms)
+        _, owner = user_index(posts)
+        examples = label_step.representative_posts(
+            vectors - vectors.mean(axis=0), cluster_of_post, owner, n_clusters,
+            settings.representative_posts,
+        )
+        texts = posts["text_clean"].to_list()
+        named = members.join(names, on=["platform", "user_id"], how="left").with_columns(
+            name=pl.coalesce("display_name", "user_id")
+        )
+        rows = []
+        for cluster_id in range(n_clusters):
+            group = named.filter(pl.col("cluster_id") == cluster_id).sort(
+                "probability", descending=True
+            )
+            top = terms.filter(pl.col("cluster_id") == cluster_id).sort("rank")["term"].to_list()
+            rows.append({
+                "cluster_id": cluster_id,
+                "label": label_step.short_label(top, settings.label_terms),
+                "size": group.height,
+                "n_outliers": int(group["is_outlier"].sum()),
+                "example_users": group["name"].head(5).to_list(),
+                "representative_posts": [texts[i][:280] for i in examples[cluster_id]],
+            })
+        pl.DataFrame(rows).write_parquet(out)
+        terms.write_parquet(out.with_suffix(".terms.parquet"))
+    return str(out)
+
+
+@task(retries=2, retry_delay_seconds=2)
+def publish(settings: Settings, run_id: str, clean_path: str, cluster_path: str,
+            label_path: str, timings: dict[str, float]) -> None:
+    """Write the run's results and mark it completed, atomically."""
+    members = pl.read_parquet(cluster_path)
+    clusters = pl.read_parquet(label_path)
+    terms = pl.read_parquet(Path(label_path).with_suffix(".terms.parquet"))
+    n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
+    with open_db(settings) as con:
+        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts)
+
+
+@task
+def mark_failed(settings: Settings, run_id: str, error: str) -> None:
+    with open_db(settings) as con:
+        store.fail_run(con, run_id, error)
+
+
+def timed(timings: dict[str, float], stage: str, step, *args):
+    started = time.perf_counter()
+    result = step(*args)
+    timings[stage] = round(time.perf_counter() - started, 3)
+    return result
+
+
+@flow(name="refresh", log_prints=True)
+def refresh(
+    db: str | None = None,
+    model: str | None = None,
+    profile_method: ProfileMethod | None = None,
+    umap_n_components: Annotated[int, Field(ge=2, le=100)] | None = None,
+    umap_n_neighbors: Annotated[int, Field(ge=2)] | None = None,
+    min_cluster_size: Annotated[int, Field(ge=2)] | None = None,
+    random_state: int | None = None,
+    full: bool = False,
+) -> str:
+    """Cluster every user in the database into interest groups; returns the new run's id.
+
+    `full=True` ignores every cache (the embeddings stored in DuckDB are kept).
+    """
+    settings = load_settings(
+        db=db, model=model, profile_method=profile_method, umap_n_components=umap_n_components,
+        umap_n_neighbors=umap_n_neighbors, min_cluster_size=min_cluster_size,
+        random_state=random_state,
+    )
+    if full:
+        for old in settings.cache_dir.glob("*"):
+            old.unlink()
+    model_id = embed_step.model_spec(settings).model_id
+    run_id, version = begin_run(settings)
+    timings: dict[str, float] = {}
+    opts = {"refresh_cache": True} if full else {}
+    try:
+        clean_path = timed(timings, "clean", clean.with_options(**opts), settings, version)
+        timed(timings, "embed", embed.with_options(**opts), settings, clean_path, model_id)
+        profile_path = timed(timings, "profile", profile.with_options(**opts), settings,
+                             clean_path, model_id)
+        reduce_path = timed(timings, "reduce", reduce.with_options(**opts), settings,
+                            profile_path)
+        cluster_path = timed(timings, "cluster", cluster.with_options(**opts), settings,
+                             profile_path, reduce_path)
+        label_path = timed(timings, "label", label.with_options(**opts), settings, clean_path,
+                           model_id, cluster_path)
+        publish(settings, run_id, clean_path, cluster_path, label_path, timings)
+    except BaseException as exc:
+        mark_failed(settings, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    print(f"run {run_id} completed: {timings}")
+    return run_id

@@ -1,0 +1,1 @@
+"""Pure pipeline steps: frames and arrays in, frames and arrays out (store.py owns DuckDB)."""

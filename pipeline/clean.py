@@ -1,0 +1,57 @@
+"""Clean post text for embedding and terms; never touches the stored posts."""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+URL = r"(?i)(?:https?://|www\.)\S+"
+EMAIL = r"[\w.+-]+@[\w-]+\.[\w.-]+"
+HANDLE = r"(^|[^\w@])@[\w.]{0,29}\w"
+ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&nbsp;": " "}
+CONTROL = r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]"
+
+
+def clean_expr(column: str = "text") -> pl.Expr:
+    """Unicode-normalise, unescape common entities, drop URLs, e-mails, @handles, control chars."""
+    text = pl.col(column).fill_null("").str.normalize("NFKC")
+    for entity, char in ENTITIES.items():
+        text = text.str.replace_all(entity, char, literal=True)
+    return (
+        text.str.replace_all(URL, " ")
+        .str.replace_all(EMAIL, " ")
+        .str.replace_all(HANDLE, "$1 ")
+        .str.replace_all(CONTROL, " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
+
+
+def clean_text(text: str | None) -> str:
+    """`clean_expr` applied to one string."""
+    return pl.DataFrame({"text": [text]}, schema={"text": pl.Utf8}).select(clean_expr()).item()
+
+
+def text_hash(text: str) -> str:
+    """A stable 128-bit hash of a cleaned text: the embedding cache key."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _hash_series(texts: pl.Series) -> pl.Series:
+    return pl.Series([text_hash(t) for t in texts], dtype=pl.Utf8)
+
+
+def clean_posts(posts: pl.DataFrame, min_posts_per_user: int = 1) -> pl.DataFrame:
+    """Posts with `text_clean` and `text_hash`; empty and per-user duplicate texts dropped.
+
+    Users left with fewer than `min_posts_per_user` posts are dropped too (too little to profile).
+    """
+    cleaned = (
+        posts.select("platform", "post_id", "user_id", clean_expr().alias("text_clean"))
+        .filter(pl.col("text_clean").str.len_chars() > 0)
+        .sort("platform", "post_id")
+        .unique(["platform", "user_id", "text_clean"], keep="first", maintain_order=True)
+        .with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))
+    )
+    return cleaned.filter(pl.len().over("platform", "user_id") >= min_posts_per_user)

@@ -1,0 +1,36 @@
+"""Reduce user profiles with UMAP: a clustering space and a 2-D map."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auto_n_neighbors(n_users: int) -> int:
+    """Neighbourhood size scaled to the number of users."""
+    return int(min(50, max(5, round(n_users ** 0.5))))
+
+
+def umap_reduce(
+    profiles: np.ndarray,
+    n_components: int,
+    n_neighbors: int | None = None,
+    min_dist: float = 0.0,
+    random_state: int = 42,
+) -> np.ndarray:
+    """UMAP (cosine) to `n_components` dimensions; reproducible for a given random_state."""
+    import umap  # imported here: numba compiles on first import (~30 s per process)
+
+    n_users = len(profiles)
+    if n_users < 4:
+        raise ValueError(f"need at least 4 users to cluster, found {n_users}")
+    neighbors = min(n_neighbors or auto_n_neighbors(n_users), n_users - 1)
+    components = min(n_components, n_users - 2)
+    reducer = umap.UMAP(
+        n_components=components,
+        n_neighbors=neighbors,
+        min_dist=min_dist,
+        metric="cosine",
+        random_state=random_state,
+        init="spectral" if n_users > components + 1 else "random",
+    )
+    return reducer.fit_transform(profiles).astype(np.float32)

@@ -1,0 +1,100 @@
+"""The one typed settings object: defaults < tribes.toml < TRIBES_* environment < CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+ProfileMethod = Literal["mean", "centered_mean", "topic_mix", "hybrid"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of Tribes, validated. Field names double as `TRIBES_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIBES_",
+        toml_file="tribes.toml",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # where things live
+    db: Path = Field(Path(".tribes/tribes.duckdb"), description="DuckDB database file")
+    state_dir: Path = Field(Path(".tribes"), description="caches, Prefect results, reports")
+
+    # embed
+    model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    query_prefix: str | None = Field(
+        None, description="text put before every post; None = automatic ('query: ' for E5)"
+    )
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_seq_length: int = Field(256, ge=8, le=8192)
+    device: str | None = Field(None, description="torch device; None = CUDA when present")
+    embed_chunk: int = Field(4096, ge=64, description="posts embedded and stored per chunk")
+
+    # clean
+    max_post_chars: int = Field(20_000, ge=100, description="longer posts are skipped on import")
+    min_posts_per_user: int = Field(3, ge=1, description="users with fewer posts are not clustered")
+
+    # profile
+    profile_method: ProfileMethod = "hybrid"
+    topic_mix_k: int | None = Field(None, ge=2, description="post micro-topics; None = automatic")
+
+    # reduce
+    umap_n_neighbors: int | None = Field(None, ge=2, description="None = scaled to the users")
+    umap_n_components: int = Field(5, ge=2, le=100)
+    umap_min_dist: float = Field(0.0, ge=0.0, le=1.0)
+    random_state: int = 42
+
+    # cluster
+    min_cluster_size: int | None = Field(None, ge=2, description="None = scaled to the users")
+    min_samples: int | None = Field(None, ge=1)
+
+    # label
+    top_terms: int = Field(10, ge=1, le=100)
+    representative_posts: int = Field(3, ge=1, le=50)
+    label_terms: int = Field(3, ge=1, le=10)
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must name a sentence-transformers model or a local path")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
+    def analysis_fingerprint(self) -> dict[str, object]:
+        """The settings that change a refresh's results (not where files live)."""
+        return self.model_dump(mode="json", exclude={"db", "state_dir", "device", "embed_chunk"})
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings with CLI-style overrides; `None` overrides mean 'not given'."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,402 @@
+"""The one module that talks to DuckDB: schema, migrations, reads and writes.
+
+Every statement is parameterised; frames go in through DuckDB's replacement scans of
+local polars variables, never through string formatting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+POST_COLUMNS = ["platform", "post_id", "user_id", "created_at", "text", "url", "kind"]
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the spine
+    [
+        """CREATE TABLE posts (
+            platform VARCHAR NOT NULL, post_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
+            created_at TIMESTAMP, text VARCHAR NOT NULL, url VARCHAR, kind VARCHAR DEFAULT 'post',
+            inserted_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (platform, post_id))""",
+        """CREATE TABLE users (
+            platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL, display_name VARCHAR,
+            label VARCHAR, url VARCHAR, description VARCHAR, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (platform, user_id))""",
+        """CREATE TABLE embeddings (
+            model_id VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
+            PRIMARY KEY (model_id, text_hash))""",
+        """CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+            status VARCHAR NOT NULL, data_version VARCHAR, settings JSON, n_posts INTEGER,
+            n_users INTEGER, n_clusters INTEGER, timings JSON, error VARCHAR)""",
+        """CREATE TABLE user_clusters (
+            run_id VARCHAR NOT NULL, platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
+            cluster_id INTEGER NOT NULL, probability DOUBLE NOT NULL, is_outlier BOOLEAN NOT NULL,
+            x DOUBLE, y DOUBLE, n_posts INTEGER, PRIMARY KEY (run_id, platform, user_id))""",
+        """CREATE TABLE clusters (
+            run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL, label VARCHAR NOT NULL,
+            size INTEGER NOT NULL, n_outliers INTEGER NOT NULL, example_users VARCHAR[],
+            representative_posts VARCHAR[], PRIMARY KEY (run_id, cluster_id))""",
+        """CREATE TABLE cluster_terms (
+            run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL, term VARCHAR NOT NULL,
+            weight DOUBLE NOT NULL, rank INTEGER NOT NULL, PRIMARY KEY (run_id, cluster_id, rank))""",
+        """CREATE VIEW latest_run AS
+            SELECT * FROM runs WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 1""",
+        """CREATE VIEW latest_user_clusters AS
+            SELECT uc.* FROM user_clusters uc JOIN latest_run r USING (run_id)""",
+        """CREATE VIEW latest_clusters AS
+            SELECT c.* FROM clusters c JOIN latest_run r USING (run_id)""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    """A database problem explained in one line."""
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------- connection and schema
+
+
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        message = str(exc)
+        if "lock" in message.lower():
+            raise StoreError(f"database {path} is locked by another process: {message}") from exc
+        raise StoreError(f"cannot open database {path}: {message.splitlines()[0]}") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"{path} is not a readable DuckDB database: {exc}") from exc
+
+
+@contextmanager
+def connect(
+    path: Path | str, *, read_only: bool = False, wait_seconds: float = 0.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the database (migrating it when writable), waiting up to `wait_seconds` for a lock."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreError(f"database {path} does not exist yet: run `tribes import` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            con = _open(path, read_only)
+            break
+        except StoreError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("database %s is busy (another writer); waiting for it", path)
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    try:
+        if not read_only:
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchall()[0][0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply the forward migrations this database lacks; returns the schema version."""
+    current = schema_version(con)
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema v{current} is newer than this Tribes (v{SCHEMA_VERSION}): upgrade"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        con.begin()
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+            )
+            for statement in MIGRATIONS[version - 1]:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now()])
+            con.commit()
+        except Exception:
+            con.rollback()
+            raise
+    return SCHEMA_VERSION
+
+
+def frame(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, **tables: pl.DataFrame
+) -> pl.DataFrame:
+    """Run a parameterised query, with `tables` visible by name, and return a polars frame."""
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        return con.sql(sql, params=params or None).pl()
+    finally:
+        for name in tables:
+            con.unregister(name)
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
+# ---------------------------------------------------------------- posts and users
+
+
+def upsert_posts(con: duckdb.DuckDBPyConnection, posts: pl.DataFrame) -> UpsertCounts:
+    """Insert new posts and update changed ones, keyed by (platform, post_id), in one transaction."""
+    stamp = now()
+    con.begin()
+    try:
+        con.register("incoming_frame", posts.select(POST_COLUMNS).unique(["platform", "post_id"], keep="last"))
+        con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM incoming_frame")
+        con.unregister("incoming_frame")
+        status = con.execute(
+            """SELECT
+                count(*) FILTER (WHERE p.post_id IS NULL),
+                count(*) FILTER (WHERE p.post_id IS NOT NULL AND (p.text IS DISTINCT FROM i.text
+                    OR p.user_id IS DISTINCT FROM i.user_id
+                    OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
+                    OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM i.kind)),
+                count(*)
+            FROM incoming i LEFT JOIN posts p USING (platform, post_id)"""
+        ).fetchall()[0]
+        con.execute(
+            """INSERT INTO posts BY NAME
+            SELECT i.platform, i.post_id, i.user_id, i.created_at::TIMESTAMP AS created_at, i.text,
+                   i.url, coalesce(i.kind, 'post') AS kind, ? AS inserted_at, ? AS updated_at
+            FROM incoming i LEFT JOIN posts p USING (platform, post_id)
+            WHERE p.post_id IS NULL OR p.text IS DISTINCT FROM i.text
+               OR p.user_id IS DISTINCT FROM i.user_id
+               OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
+               OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM coalesce(i.kind, 'post')
+            ON CONFLICT (platform, post_id) DO UPDATE SET
+                user_id = excluded.user_id, created_at = excluded.created_at, text = excluded.text,
+                url = excluded.url, kind = excluded.kind, updated_at = excluded.updated_at""",
+            [stamp, stamp],
+        )
+        con.execute("DROP TABLE incoming")
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+    inserted, updated, total = status
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
+
+
+def upsert_users(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> int:
+    """Insert or refresh account rows (platform, user_id, display_name, label, url, description)."""
+    columns = ["platform", "user_id", "display_name", "label", "url", "description"]
+    present = users.with_columns(
+        [pl.lit(None, pl.Utf8).alias(c) for c in columns if c not in users.columns]
+    )
+    incoming = present.select(columns).unique(["platform", "user_id"], keep="last")
+    con.register("incoming_users", incoming)
+    con.execute(
+        """INSERT INTO users BY NAME SELECT *, ? AS updated_at FROM incoming_users
+        ON CONFLICT (platform, user_id) DO UPDATE SET
+            display_name = coalesce(excluded.display_name, users.display_name),
+            label = coalesce(excluded.label, users.label),
+            url = coalesce(excluded.url, users.url),
+            description = coalesce(excluded.description, users.description),
+            updated_at = excluded.updated_at""",
+        [now()],
+    )
+    con.unregister("incoming_users")
+    return incoming.height
+
+
+def read_posts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return frame(
+        con,
+        "SELECT platform, post_id, user_id, created_at, text FROM posts ORDER BY platform, post_id",
+    )
+
+
+def read_users(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return frame(con, "SELECT platform, user_id, display_name, label FROM users")
+
+
+def data_version(con: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of every stored post: changes whenever a post is added or edited."""
+    count, digest = con.execute(
+        "SELECT count(*), coalesce(bit_xor(hash(platform, post_id, user_id, text)), 0) FROM posts"
+    ).fetchall()[0]
+    return f"{count}-{int(digest):016x}"
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def missing_hashes(con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[str]) -> list[str]:
+    """The text hashes that have no stored embedding for this model."""
+    wanted = pl.DataFrame({"text_hash": hashes}, schema={"text_hash": pl.Utf8}).unique()
+    return frame(
+        con,
+        """SELECT w.text_hash FROM wanted w
+        ANTI JOIN (SELECT text_hash FROM embeddings WHERE model_id = ?) e USING (text_hash)
+        ORDER BY w.text_hash""",
+        [model_id],
+        wanted=wanted,
+    )["text_hash"].to_list()
+
+
+def insert_embeddings(
+    con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[str], vectors: np.ndarray
+) -> None:
+    """Store one chunk of vectors (committed on its own, so an interrupted run keeps it)."""
+    chunk = pl.DataFrame(
+        {"text_hash": hashes, "vector": vectors.astype(np.float32)},
+        schema={"text_hash": pl.Utf8, "vector": pl.Array(pl.Float32, vectors.shape[1])},
+    )
+    con.register("chunk", chunk)
+    con.execute(
+        """INSERT INTO embeddings SELECT ?, text_hash, vector::FLOAT[] FROM chunk
+        ON CONFLICT DO NOTHING""",
+        [model_id],
+    )
+    con.unregister("chunk")
+
+
+def load_embeddings(
+    con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[str]
+) -> np.ndarray:
+    """Vectors for `hashes`, in that order; fails if any is missing."""
+    wanted = pl.DataFrame(
+        {"text_hash": hashes, "pos": np.arange(len(hashes))},
+        schema={"text_hash": pl.Utf8, "pos": pl.Int64},
+    )
+    found = frame(
+        con,
+        """SELECT w.pos, e.vector FROM wanted w
+        JOIN (SELECT text_hash, vector FROM embeddings WHERE model_id = ?) e USING (text_hash)
+        ORDER BY w.pos""",
+        [model_id],
+        wanted=wanted,
+    )
+    if found.height != len(hashes):
+        raise StoreError(
+            f"{len(hashes) - found.height} posts have no embedding for {model_id}: run embed first"
+        )
+    if found.height == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    dim = len(found["vector"][0])
+    return found["vector"].list.to_array(dim).to_numpy().astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- runs and results
+
+
+def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> str:
+    run_id = f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    con.execute(
+        "INSERT INTO runs (run_id, started_at, status, data_version, settings) "
+        "VALUES (?, ?, 'running', ?, ?)",
+        [run_id, now(), version, json.dumps(settings)],
+    )
+    return run_id
+
+
+def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
+    """Mark a run failed and drop any partial results; earlier runs stay as they were."""
+    con.begin()
+    for table in ("user_clusters", "clusters", "cluster_terms"):
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    con.execute(
+        "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
+        [now(), error[:2000], run_id],
+    )
+    con.commit()
+
+
+def complete_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    user_clusters: pl.DataFrame,
+    clusters: pl.DataFrame,
+    terms: pl.DataFrame,
+    timings: dict[str, float],
+    n_posts: int,
+) -> None:
+    """Write a run's results and mark it completed, all in one transaction."""
+    con.begin()
+    try:
+        for table, rows in (
+            ("user_clusters", user_clusters),
+            ("clusters", clusters),
+            ("cluster_terms", terms),
+        ):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            con.register("rows", rows)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS run_id, * FROM rows", [run_id])
+            con.unregister("rows")
+        con.execute(
+            """UPDATE runs SET status = 'completed', finished_at = ?, n_posts = ?, n_users = ?,
+            n_clusters = ?, timings = ? WHERE run_id = ?""",
+            [now(), n_posts, user_clusters.height, clusters.height, json.dumps(timings), run_id],
+        )
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+
+
+def latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
+    rows = con.execute("SELECT run_id FROM latest_run").fetchall()
+    return rows[0][0] if rows else None
+
+
+def cluster_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """One row per cluster of a run: id, size, label, top terms, example users."""
+    return frame(
+        con,
+        """SELECT c.cluster_id, c.size, c.n_outliers, c.label,
+            (SELECT string_agg(t.term, ', ' ORDER BY t.rank) FROM cluster_terms t
+             WHERE t.run_id = c.run_id AND t.cluster_id = c.cluster_id) AS top_terms,
+            c.example_users, c.representative_posts
+        FROM clusters c WHERE c.run_id = ? ORDER BY c.size DESC, c.cluster_id""",
+        [run_id],
+    )
+
+
+def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
+    return frame(
+        con,
+        """SELECT run_id, status, started_at, finished_at,
+            date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds,
+            n_posts, n_users, n_clusters, error
+        FROM runs ORDER BY started_at DESC LIMIT ?""",
+        [limit],
+    )
