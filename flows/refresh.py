@@ -76,7 +76,7 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> int:
         logger.info("all %d texts already embedded with %s", texts.height, spec.name)
         return 0
     texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
-    model = embed_step.load_model(spec, settings.device)
+    model = embed_step.load_model(spec, settings.device, settings.model_download)
     logger.info("embedding %d new texts with %s on %s", texts.height, spec.name, model.device)
     started, done = time.monotonic(), 0
     for chunk in texts.iter_slices(settings.embed_chunk):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +13,6 @@ from pipeline.settings import DEFAULT_MODEL, Settings
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-log = logging.getLogger(__name__)
 
 BUNDLED_NAMES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled"}
 
@@ -72,24 +69,22 @@ def pick_device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(spec: ModelSpec, device: str | None = None) -> SentenceTransformer:
-    """Load the model; a name not on disk is looked up in the local Hugging Face cache first."""
+def load_model(spec: ModelSpec, device: str | None = None, download: bool = False) -> SentenceTransformer:
+    """Load the model from a path or the local Hugging Face cache (the hub only if `download`)."""
     from sentence_transformers import SentenceTransformer
 
+    local_only = not download and not Path(spec.load_from).exists()
     try:
-        model = SentenceTransformer(spec.load_from, device=pick_device(device))
-    except Exception as first:
-        if Path(spec.load_from).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ModelError(f"cannot load model {spec.name!r}: {first}") from first
-        try:  # offline machines: retry from the local cache without network calls
-            model = SentenceTransformer(
-                spec.load_from, device=pick_device(device), local_files_only=True
-            )
-        except Exception as exc:
-            raise ModelError(
-                f"unknown model {spec.name!r}: not a local path and not downloadable here; "
-                "pass --model with a sentence-transformers directory or a cached model name"
-            ) from exc
+        model = SentenceTransformer(
+            spec.load_from, device=pick_device(device), local_files_only=local_only
+        )
+    except Exception as exc:
+        hint = (
+            "not a local path and not in the Hugging Face cache; pass a model directory, "
+            "or set model_download = true (TRIBES_MODEL_DOWNLOAD=1) where the hub is reachable"
+            if local_only else str(exc).splitlines()[0]
+        )
+        raise ModelError(f"cannot load model {spec.name!r}: {hint}") from exc
     model.max_seq_length = min(spec.max_seq_length, model.max_seq_length or spec.max_seq_length)
     return model
 
@@ -99,7 +94,7 @@ def encode(
 ) -> np.ndarray:
     """L2-normalised float32 vectors, one per text."""
     if not texts:
-        dim = model.get_sentence_embedding_dimension() or 0
+        dim = model.get_embedding_dimension() or 0
         return np.zeros((0, dim), dtype=np.float32)
     vectors = model.encode(
         [prefix + t for t in texts],

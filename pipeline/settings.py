@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,8 @@ from pydantic_settings import (
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ProfileMethod = Literal["mean", "centered_mean", "topic_mix", "hybrid"]
+CRAWL_SETTINGS = {"sources", "user_agent", "crawl_delay", "crawl_concurrency_per_domain",
+                  "crawl_retries", "crawl_batch_size"}
 
 
 class Settings(BaseSettings):
@@ -29,10 +31,15 @@ class Settings(BaseSettings):
 
     # where things live
     db: Path = Field(Path(".tribes/tribes.duckdb"), description="DuckDB database file")
-    state_dir: Path = Field(Path(".tribes"), description="caches, Prefect results, reports")
+    state_dir: Path | None = Field(
+        None, description="caches, Prefect results, reports; default: the database's folder"
+    )
 
     # embed
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    model_download: bool = Field(
+        False, description="fetch a model name from the Hugging Face hub when it is not cached"
+    )
     query_prefix: str | None = Field(
         None, description="text put before every post; None = automatic ('query: ' for E5)"
     )
@@ -64,12 +71,32 @@ class Settings(BaseSettings):
     representative_posts: int = Field(3, ge=1, le=50)
     label_terms: int = Field(3, ge=1, le=10)
 
+    # crawl (scrapers/, `tribes crawl`)
+    sources: Path = Field(Path("sources.yaml"), description="what `tribes crawl` collects")
+    user_agent: str = Field(
+        "TribesBot/0.1 (research crawler)",
+        min_length=8, description="identifies the crawler to sites: put a contact URL in it",
+    )
+    crawl_delay: float = Field(1.0, ge=0.0, description="least seconds between requests to a site")
+    crawl_concurrency_per_domain: int = Field(2, ge=1, le=64)
+    crawl_retries: int = Field(3, ge=0, le=10, description="retries of a 429/5xx/network failure")
+    crawl_batch_size: int = Field(500, ge=1, description="posts per DuckDB transaction")
+
+    # recommend (products from `tribes products import`)
+    recommend_top: int = Field(5, ge=1, le=100, description="products kept per cluster and user")
+
     @field_validator("model")
     @classmethod
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model must name a sentence-transformers model or a local path")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _state_beside_db(self) -> Settings:
+        if self.state_dir is None:
+            self.state_dir = self.db.parent
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -83,16 +110,22 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @property
+    def state(self) -> Path:
+        assert self.state_dir is not None  # set by _state_beside_db
+        return self.state_dir
+
+    @property
     def cache_dir(self) -> Path:
-        return self.state_dir / "cache"
+        return self.state / "cache"
 
     @property
     def reports_dir(self) -> Path:
-        return self.state_dir / "reports"
+        return self.state / "reports"
 
     def analysis_fingerprint(self) -> dict[str, object]:
         """The settings that change a refresh's results (not where files live)."""
-        return self.model_dump(mode="json", exclude={"db", "state_dir", "device", "embed_chunk"})
+        where = {"db", "state_dir", "device", "embed_chunk", "model_download"}
+        return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
 
 
 def load_settings(**overrides: object) -> Settings:

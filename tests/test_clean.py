@@ -1,0 +1,33 @@
+import polars as pl
+
+from pipeline.clean import clean_posts, clean_text, text_hash
+
+
+def test_clean_text_strips_urls_emails_handles_and_entities():
+    raw = "Hi @bob_99, see https://x.com/a?b=1 &amp; write to a.b@c.org\u200b  now\n"
+    assert clean_text(raw) == "Hi , see & write to now"
+
+
+def test_clean_text_normalises_unicode_and_keeps_scripts():
+    assert clean_text("ﬁne café") == "fine café"
+    assert clean_text("مرحبا @user بالعالم 🎉") == "مرحبا بالعالم 🎉"
+    assert clean_text(None) == "" and clean_text("   ") == ""
+
+
+def test_text_hash_is_stable():
+    assert text_hash("goal!") == text_hash("goal!") != text_hash("goal?")
+    assert len(text_hash("")) == 32
+
+
+def test_clean_posts_drops_empty_and_per_user_duplicates_only():
+    posts = pl.DataFrame({
+        "platform": ["x"] * 6,
+        "post_id": ["1", "2", "3", "4", "5", "6"],
+        "user_id": ["a", "a", "a", "b", "b", "c"],
+        "text": ["Goal!", "Goal! https://t.co/x", "   ", "Goal!", "Match day", "@only"],
+    })
+    cleaned = clean_posts(posts)
+    assert cleaned.sort("post_id")["post_id"].to_list() == ["1", "4", "5"]
+    assert set(cleaned.columns) == {"platform", "post_id", "user_id", "text_clean", "text_hash"}
+    assert posts.height == 6  # the input frame is untouched
+    assert clean_posts(posts, min_posts_per_user=2)["user_id"].unique().to_list() == ["b"]
