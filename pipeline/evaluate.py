@@ -1,0 +1,69 @@
+"""Quality metrics: user clusters against known labels, and topic-term coherence and diversity."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+)
+
+from pipeline.label import TOKEN_PATTERN
+
+
+def agreement(known: Sequence, found: Sequence) -> dict[str, float]:
+    """ARI, NMI and AMI of found clusters against known labels."""
+    return {
+        "ari": float(adjusted_rand_score(known, found)),
+        "nmi": float(normalized_mutual_info_score(known, found)),
+        "ami": float(adjusted_mutual_info_score(known, found)),
+    }
+
+
+def mean_pairwise_ari(labelings: Sequence[Sequence]) -> float:
+    """Stability: the mean ARI over every pair of runs (e.g. with different seeds)."""
+    pairs = list(itertools.combinations(labelings, 2))
+    return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs])) if pairs else 1.0
+
+
+def npmi_coherence(texts: Sequence[str], topics: Sequence[Sequence[str]]) -> list[float]:
+    """Mean NPMI of each topic's term pairs, with co-occurrence counted per text of the corpus."""
+    vocabulary = sorted({term for topic in topics for term in topic})
+    if not vocabulary:
+        return [0.0 for _ in topics]
+    vectorizer = CountVectorizer(
+        vocabulary=vocabulary, token_pattern=TOKEN_PATTERN, lowercase=True, binary=True
+    )
+    present = vectorizer.fit_transform(texts).tocsc().astype(np.float64)
+    n_docs = present.shape[0]
+    index = {term: i for i, term in enumerate(vocabulary)}
+    scores = []
+    for topic in topics:
+        columns = [index[t] for t in topic]
+        if len(columns) < 2:
+            scores.append(0.0)
+            continue
+        sub = present[:, columns]
+        joint = (sub.T @ sub).toarray() / n_docs
+        single = np.diag(joint)
+        values = []
+        for i, j in itertools.combinations(range(len(columns)), 2):
+            p_ij = joint[i, j]
+            if p_ij == 0 or single[i] == 0 or single[j] == 0:
+                values.append(-1.0)
+                continue
+            pmi = np.log(p_ij / (single[i] * single[j]))
+            values.append(1.0 if p_ij == 1 else float(pmi / -np.log(p_ij)))
+        scores.append(float(np.mean(values)))
+    return scores
+
+
+def topic_diversity(topics: Sequence[Sequence[str]]) -> float:
+    """Share of unique terms among all topics' terms (1.0 = no term repeats across topics)."""
+    terms = [term for topic in topics for term in topic]
+    return len(set(terms)) / len(terms) if terms else 0.0
