@@ -1,0 +1,128 @@
+"""Product catalogue import and the `recommend` task of the refresh flow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
+
+from pipeline import embed as embed_step
+from pipeline import recommend as rec
+from pipeline import store
+from pipeline.settings import Settings
+
+LOCK_WAIT_SECONDS = 900
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task, the module logger outside."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def import_catalogue(settings: Settings, path: str) -> int:
+    """Validate a catalogue file completely, then make it the `products` table; returns rows."""
+    products = rec.read_catalogue(Path(path)).rename({"id": "product_id"})
+    with store.connect(settings.db, wait_seconds=60) as con:
+        return store.replace_products(con, products)
+
+
+def ensure_vectors(settings: Settings, texts: list[str]) -> np.ndarray:
+    """Vectors for `texts` from the `embeddings` table, embedding (and storing) missing ones."""
+    spec = embed_step.model_spec(settings)
+    keys = rec.hashes(texts)
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        todo = set(store.missing_hashes(con, spec.model_id, keys))
+    if todo:
+        wanted = {k: t for k, t in zip(keys, texts, strict=True) if k in todo}
+        model = embed_step.load_model(spec, settings.device, settings.model_download)
+        vectors = embed_step.encode(model, list(wanted.values()), spec.prefix,
+                                    settings.batch_size)
+        with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+            store.insert_embeddings(con, spec.model_id, list(wanted), vectors)
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        return store.load_embeddings(con, spec.model_id, keys)
+
+
+@task(retries=1, retry_delay_seconds=2)
+def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -> int:
+    """Rank the catalogue for every cluster and user of a run; returns rows written (0 when
+    there is no catalogue)."""
+    logger = run_logger()
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        products = store.read_products(con)
+        members = store.run_members(con, run_id).select("platform", "user_id", "cluster_id")
+        terms = store.run_terms(con, run_id)
+    if products.height == 0:
+        logger.info("no product catalogue: `tribes products import FILE` adds one")
+        return 0
+    posts = pl.read_parquet(clean_path).join(
+        members, on=["platform", "user_id"], how="inner", maintain_order="left"
+    )
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        post_vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
+    product_vectors = ensure_vectors(settings, rec.product_texts(products))
+    term_vectors = ensure_vectors(settings, terms["term"].to_list())
+    rows = rec.recommend_all(posts, post_vectors, products, product_vectors, terms,
+                             term_vectors, settings.recommend_top)
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        store.write_recommendations(con, run_id, rows)
+    logger.info("ranked %d products for %d clusters and %d users", products.height,
+                rows.filter(pl.col("scope") == "cluster")["scope_id"].n_unique(),
+                rows.filter(pl.col("scope") == "user")["scope_id"].n_unique())
+    return rows.height
+
+
+def recommendations_for(
+    settings: Settings, user: str | None = None, cluster: int | None = None,
+    run_id: str | None = None,
+) -> tuple[str, pl.DataFrame]:
+    """(title, ranked products) for one user or cluster of a run (default: the latest);
+    every reason there can be none raises a one-line error."""
+    if (user is None) == (cluster is None):
+        raise rec.RecommendError("pass exactly one of --user NAME or --cluster ID")
+    with store.connect(settings.db, wait_seconds=60) as con:
+        run_id = run_id or store.latest_run_id(con)
+        if run_id is None:
+            raise store.StoreError("no completed run yet: run `tribes refresh` first")
+        if store.run_info(con, run_id) is None:
+            raise store.StoreError(f"no run {run_id!r}: `tribes runs` lists them")
+        if store.scalar(con, "SELECT count(*) FROM products") == 0:
+            raise rec.RecommendError(
+                "no product catalogue: run `tribes products import FILE`, then `tribes refresh`")
+        if store.scalar(con, "SELECT count(*) FROM recommendations WHERE run_id = ?",
+                        [run_id]) == 0:
+            raise rec.RecommendError(
+                f"run {run_id} has no recommendations (catalogue imported later?): "
+                "run `tribes refresh`")
+        if cluster is not None:
+            clusters = store.run_clusters(con, run_id)
+            if cluster not in clusters["cluster_id"].to_list():
+                known = ", ".join(map(str, sorted(clusters["cluster_id"].to_list())))
+                raise rec.RecommendError(f"run {run_id} has no cluster {cluster} (it has {known})")
+            label = clusters.filter(pl.col("cluster_id") == cluster)["label"][0]
+            found = store.read_recommendations(con, run_id, "cluster", str(cluster))
+            return f"cluster {cluster} ({label}) · run {run_id}", found
+        matches = store.find_users(con, user or "")
+        if matches.height == 0:
+            raise rec.RecommendError(f"no user {user!r} in the database")
+        if matches.height > 1:
+            shown = ", ".join(f"{p}:{u}" for p, u in matches.select("platform", "user_id").rows())
+            raise rec.RecommendError(f"{user!r} names {matches.height} users ({shown}): "
+                                     "pass platform:user_id")
+        who = matches.row(0, named=True)
+        if who["n_posts"] == 0:
+            raise rec.RecommendError(f"user {user} has no posts: nothing to recommend from")
+        key = f"{who['platform']}:{who['user_id']}"
+        found = store.read_recommendations(con, run_id, "user", key)
+        if found.height == 0:
+            raise rec.RecommendError(
+                f"user {user} ({who['n_posts']} posts) was not clustered in run {run_id}: "
+                f"a user needs {settings.min_posts_per_user} distinct posts")
+        return f"user {who['name']} ({key}) · run {run_id}", found

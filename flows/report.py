@@ -1,0 +1,82 @@
+"""The `report` task: a run's HTML report and PNG map, and the insight step of every refresh."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+from prefect import task
+
+from flows.recommend import LOCK_WAIT_SECONDS, recommend, run_logger
+from pipeline import report as report_step
+from pipeline import store
+from pipeline.settings import Settings
+
+REPORT_FILE = "report.html"
+MAP_FILE = "map.png"
+
+
+def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> report_step.ReportData:
+    """Everything the report of `run_id` shows, read from the database."""
+    run = store.run_info(con, run_id)
+    if run is None:
+        raise store.StoreError(f"no run {run_id!r}: `tribes runs` lists them")
+    if run["status"] != "completed":
+        raise store.StoreError(f"run {run_id} is {run['status']}, not completed: nothing to show")
+    previous = store.previous_run_id(con, run_id)
+    return report_step.ReportData(
+        run=run,
+        members=store.run_members(con, run_id),
+        clusters=store.run_clusters(con, run_id),
+        terms=store.run_terms(con, run_id),
+        recommendations=store.read_recommendations(con, run_id),
+        previous_run_id=previous,
+        previous_members=store.run_members(con, previous) if previous else None,
+        previous_clusters=store.run_clusters(con, previous) if previous else None,
+        n_products=store.scalar(con, "SELECT count(*) FROM products"),
+    )
+
+
+def write_report(settings: Settings, run_id: str | None = None,
+                 out_dir: Path | None = None) -> Path:
+    """Write report.html and map.png of a run (default: the latest completed one); returns the
+    HTML path, by default `reports_dir/RUN_ID/report.html`."""
+    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        run_id = run_id or store.latest_run_id(con)
+        if run_id is None:
+            raise store.StoreError("no completed run yet: run `tribes refresh` first")
+        data = load_report_data(con, run_id)
+    folder = out_dir or settings.reports_dir / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / REPORT_FILE
+    (folder / MAP_FILE).write_bytes(report_step.render_png(data))
+    page.write_text(report_step.render_html(data), encoding="utf-8")
+    return page
+
+
+@task(retries=1, retry_delay_seconds=2)
+def report(settings: Settings, run_id: str) -> str:
+    """The run's report in the reports folder; returns the HTML path."""
+    return str(write_report(settings, run_id))
+
+
+def insight(settings: Settings, run_id: str, clean_path: str, model_id: str) -> str | None:
+    """After publish: recommendations (when a catalogue exists), then the report.
+
+    The run's clusters are already published, so a failure here is logged, not raised.
+    """
+    logger = run_logger()
+    try:
+        started = time.perf_counter()
+        recommend(settings, run_id, clean_path, model_id)
+        with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+            store.add_run_timings(con, run_id, {"recommend": round(time.perf_counter() - started,
+                                                                   3)})
+        path = report(settings, run_id)
+    except Exception as exc:  # logged; the run stays completed
+        logger.error("run %s completed, but its report failed: %s: %s", run_id,
+                     type(exc).__name__, exc)
+        return None
+    logger.info("report: %s", path)
+    return path
