@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo serve test lint clean
 
 $(BIN)/tribes: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(BIN)/tribes
 
 demo: install  ## import the bundled real sample, refresh, print the clusters
 	$(BIN)/tribes demo
+
+serve: install  ## Prefect server + UI on http://127.0.0.1:4200, deployments, a worker (Ctrl-C stops)
+	$(BIN)/python -m flows.serve
 
 test: install  ## the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)

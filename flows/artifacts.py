@@ -1,0 +1,66 @@
+"""The `show_in_ui` task: a refresh run's results as Prefect artifacts.
+
+Each artifact has a fixed key, so the UI's Artifacts page keeps one history per kind:
+`tribes-clusters` (markdown table), `tribes-changes` (table of what changed since the previous
+completed run) and `tribes-report` (link to the run's HTML report, once it exists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from flows.report import REPORT_FILE, load_report_data
+from pipeline import store
+from pipeline.report import compare_runs
+from pipeline.settings import Settings
+from pipeline.summary import CHANGE_COLUMNS, change_rows, change_summary, clusters_markdown
+
+CLUSTERS_KEY = "tribes-clusters"
+CHANGES_KEY = "tribes-changes"
+REPORT_KEY = "tribes-report"
+
+
+def report_link(settings: Settings, page: Path) -> str:
+    """The report's URL: under `settings.reports_url` when it is served, else a file URI."""
+    if settings.reports_url:
+        relative = page.resolve().relative_to(settings.reports_dir.resolve())
+        return f"{settings.reports_url.rstrip('/')}/{relative.as_posix()}"
+    return page.resolve().as_uri()
+
+
+@task(retries=1, retry_delay_seconds=2)
+def show_in_ui(settings: Settings, run_id: str) -> list[str]:
+    """Publish the run's clusters, changes and report link as artifacts; returns their keys."""
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        data = load_report_data(con, run_id)
+        table = store.cluster_table(con, run_id)
+    changes = compare_runs(data)
+    rows = change_rows(changes, data.clusters)
+    create_markdown_artifact(
+        key=CLUSTERS_KEY,
+        markdown=clusters_markdown(run_id, table),
+        description=f"Clusters of Tribes run {run_id}",
+    )
+    create_table_artifact(
+        key=CHANGES_KEY,
+        table=rows or {c: [] for c in CHANGE_COLUMNS},
+        description=change_summary(changes, rows),
+    )
+    keys = [CLUSTERS_KEY, CHANGES_KEY]
+    page = settings.reports_dir / run_id / REPORT_FILE
+    if page.exists():
+        create_link_artifact(
+            key=REPORT_KEY,
+            link=report_link(settings, page),
+            link_text=f"Report and cluster map of run {run_id}",
+            description=f"`{page.resolve()}`",
+        )
+        keys.append(REPORT_KEY)
+    return keys
