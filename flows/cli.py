@@ -15,6 +15,7 @@ from rich.table import Table
 from pipeline.settings import ProfileMethod, Settings, load_settings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "fb_pages_sample.parquet"
+PRODUCTS = SAMPLE.with_name("products.csv")  # project-authored demo catalogue, CC0
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
@@ -39,7 +40,7 @@ def settings(**overrides: object) -> Settings:
 
 def use_project_prefect_home(config: Settings) -> None:
     """Keep Prefect's database, caches and results in the state folder, not in $HOME."""
-    home = (config.state_dir / "prefect").resolve()
+    home = (config.state / "prefect").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "storage"))
@@ -89,7 +90,7 @@ def import_command(
     report = run_guarded(
         lambda: import_file(config, str(file), platform, columns, fmt, encoding)
     )
-    console.print(f"{file.name}: {report.summary()}", highlight=False)
+    console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -111,6 +112,9 @@ def refresh(
 
     run_id = run_guarded(lambda: refresh_flow(db=str(config.db), full=full, **overrides))
     show_clusters(config, run_id)
+    page = config.reports_dir / run_id / "report.html"
+    if page.exists():
+        console.print(f"report: {page.resolve()}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -143,8 +147,8 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
 
 
 @app.command()
-def runs(limit: int = 10) -> None:
-    """The latest refresh runs with duration and outcome."""
+def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10) -> None:
+    """The latest refresh runs with duration and outcome (also as `tribes runs`)."""
     from pipeline import store
 
     config = settings()
@@ -165,6 +169,9 @@ def runs(limit: int = 10) -> None:
     console.print(view)
 
 
+app.command("runs", hidden=True)(status)  # the command's name before `status`
+
+
 @app.command()
 def config() -> None:
     """Print the effective settings (defaults < tribes.toml < TRIBES_* < flags)."""
@@ -176,13 +183,108 @@ def config() -> None:
     console.print(view)
 
 
+products_app = typer.Typer(no_args_is_help=True,
+                           help="The product catalogue that recommendations draw from.")
+app.add_typer(products_app, name="products")
+
+
+@products_app.command("import")
+def products_import(
+    file: Annotated[Path, typer.Argument(
+        help="CSV, JSON, JSON Lines or Parquet with id, name, description[, category, url]")],
+) -> None:
+    """Replace the product catalogue with FILE (every row is checked first)."""
+    from flows.recommend import import_catalogue
+
+    config = settings()
+    count = run_guarded(lambda: import_catalogue(config, str(file)))
+    console.print(f"{file.name}: {count} products; the next `tribes refresh` ranks them for "
+                  "every cluster and user", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str | None, typer.Option(help="user id, display name or platform:id")] = None,
+    cluster: Annotated[int | None, typer.Option(help="cluster id")] = None,
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
+    """Print the products recommended to one user (--user) or one cluster (--cluster)."""
+    from flows.recommend import recommendations_for
+
+    config = settings()
+    title, found = run_guarded(lambda: recommendations_for(config, user, cluster, run))
+    view = Table(title=f"Recommendations for {title}", show_lines=True)
+    for column in ("#", "product", "category", "score", "why"):
+        view.add_column(column, overflow="fold")
+    for row in found.iter_rows(named=True):
+        view.add_row(str(row["rank"]), row["name"], row["category"] or "",
+                     f"{row['score']:.3f}", row["reason"] or "")
+    console.print(view)
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder; default STATE/reports/RUN_ID")] = None,
+) -> None:
+    """Write a run's self-contained HTML report and PNG map; prints the report's path."""
+    from flows.report import write_report
+
+    config = settings()
+    page = run_guarded(lambda: write_report(config, run, out))
+    console.print(f"report: {page}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def crawl(
+    sources: Annotated[Path | None, typer.Option(help="default sources.yaml")] = None,
+    source: Annotated[str | None, typer.Option(help="crawl only the source of this name")] = None,
+    max_posts_per_user: Annotated[int | None, typer.Option(
+        min=1, help="collect at most the N newest posts per account")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD: skip older posts")] = None,
+) -> None:
+    """Collect new public posts of the accounts in sources.yaml (incremental and polite)."""
+    from datetime import date
+
+    from flows.crawl import CrawlError
+    from flows.crawl import crawl as crawl_flow
+    from pipeline.sources import load_sources
+
+    config = settings(sources=sources)
+    try:
+        since_day = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise fail(f"--since {since!r} is not a date like 2024-01-31") from None
+    run_guarded(lambda: load_sources(config.sources).select(source))
+    try:
+        summary = run_guarded(lambda: crawl_flow(
+            db=str(config.db), sources=str(config.sources), source=source,
+            max_posts_per_user=max_posts_per_user, since=since_day))
+    except CrawlError as exc:
+        raise fail(str(exc)) from None
+    view = Table(title=f"Crawl {summary.crawl_id}")
+    view.add_column("source")
+    view.add_column("account", overflow="fold")
+    for column in ("new", "updated", "unchanged", "skipped", "errors"):
+        view.add_column(column, justify="right")
+    for row in summary.accounts:
+        errors = f"[red]{row.errors}[/]" if row.errors else "0"
+        view.add_row(row.source, row.account, str(row.new), str(row.updated), str(row.unchanged),
+                     str(row.skipped), errors)
+    console.print(view)
+    console.print(summary.line(), highlight=False, soft_wrap=True)
+
+
 @app.command()
 def demo() -> None:
-    """Import the bundled sample of real Facebook page posts, refresh, print the clusters."""
-    console.print(f"importing the bundled sample {SAMPLE.name} (MIT, see data/sample/LICENSE)")
-    import_command(SAMPLE, platform="facebook", label_col="user_label", time_col="created_at",
-                   user_col="user_id", text_col="text", id_col="post_id", name_col=None,
-                   fmt=None, encoding="utf-8")
+    """Crawl the bundled sample of real Facebook page posts, refresh, print the clusters."""
+    from flows.crawl import collect_demo_sample
+
+    console.print(f"crawling the bundled sample {SAMPLE.name} (MIT, see data/sample/LICENSE) "
+                  "with the Scrapy spider from a Mastodon-style server on 127.0.0.1")
+    summary = run_guarded(lambda: collect_demo_sample(settings()))
+    console.print(summary.line(), highlight=False, soft_wrap=True)
+    products_import(PRODUCTS)
     refresh(model=None, profile_method=None, min_cluster_size=None, umap_n_components=None,
             umap_n_neighbors=None, random_state=None, full=False)
 

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     state_dir: Path | None = Field(
         None, description="caches, Prefect results, reports; default: the database's folder"
     )
+    lock_wait_seconds: float = Field(
+        900.0, ge=0.0, description="how long a refresh task waits for another writer's lock"
+    )
+    reports_url: str | None = Field(
+        None, description="URL serving reports_dir (`make serve` sets it) for links in the UI"
+    )
 
     # embed
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
@@ -80,7 +86,7 @@ class Settings(BaseSettings):
     crawl_delay: float = Field(1.0, ge=0.0, description="least seconds between requests to a site")
     crawl_concurrency_per_domain: int = Field(2, ge=1, le=64)
     crawl_retries: int = Field(3, ge=0, le=10, description="retries of a 429/5xx/network failure")
-    crawl_batch_size: int = Field(500, ge=1, description="posts per DuckDB transaction")
+    crawl_batch_size: int = Field(1000, ge=1, description="posts per DuckDB transaction")
 
     # recommend (products from `tribes products import`)
     recommend_top: int = Field(5, ge=1, le=100, description="products kept per cluster and user")
@@ -124,7 +130,8 @@ class Settings(BaseSettings):
 
     def analysis_fingerprint(self) -> dict[str, object]:
         """The settings that change a refresh's results (not where files live)."""
-        where = {"db", "state_dir", "device", "embed_chunk", "model_download"}
+        where = {"db", "state_dir", "device", "embed_chunk", "model_download",
+                 "lock_wait_seconds", "reports_url"}
         return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
 
 

@@ -61,6 +61,26 @@ MIGRATIONS: list[list[str]] = [
         """CREATE VIEW latest_clusters AS
             SELECT c.* FROM clusters c JOIN latest_run r USING (run_id)""",
     ],
+    # 2: collection (scrapers/)
+    [
+        """CREATE TABLE crawls (
+            crawl_id VARCHAR PRIMARY KEY, source VARCHAR, started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP, status VARCHAR NOT NULL, stats JSON, error VARCHAR)""",
+        """CREATE TABLE crawl_state (
+            platform VARCHAR NOT NULL, account VARCHAR NOT NULL, newest_post_id VARCHAR,
+            newest_created_at TIMESTAMP, cursor VARCHAR, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (platform, account))""",
+    ],
+    # 3: products and recommendations
+    [
+        """CREATE TABLE products (
+            product_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, description VARCHAR,
+            category VARCHAR, url VARCHAR, updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE recommendations (
+            run_id VARCHAR NOT NULL, scope VARCHAR NOT NULL, scope_id VARCHAR NOT NULL,
+            product_id VARCHAR NOT NULL, score DOUBLE NOT NULL, rank INTEGER NOT NULL,
+            reason VARCHAR, PRIMARY KEY (run_id, scope, scope_id, rank))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -332,7 +352,7 @@ def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> s
 def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
     """Mark a run failed and drop any partial results; earlier runs stay as they were."""
     con.begin()
-    for table in ("user_clusters", "clusters", "cluster_terms"):
+    for table in ("user_clusters", "clusters", "cluster_terms", "recommendations"):
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     con.execute(
         "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
@@ -398,5 +418,244 @@ def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
             date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds,
             n_posts, n_users, n_clusters, error
         FROM runs ORDER BY started_at DESC LIMIT ?""",
+        [limit],
+    )
+
+
+# ------------------------------------------------------- products, recommendations, reports
+
+PRODUCT_COLUMNS = ["product_id", "name", "description", "category", "url"]
+RECOMMENDATION_COLUMNS = ["scope", "scope_id", "product_id", "score", "rank", "reason"]
+
+
+def replace_products(con: duckdb.DuckDBPyConnection, products: pl.DataFrame) -> int:
+    """Make `products` (product_id, name, description, category, url) the whole catalogue."""
+    con.begin()
+    try:
+        con.register("incoming_products", products.select(PRODUCT_COLUMNS))
+        con.execute("DELETE FROM products")
+        con.execute(
+            "INSERT INTO products BY NAME SELECT *, ? AS updated_at FROM incoming_products",
+            [now()],
+        )
+        con.unregister("incoming_products")
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+    return products.height
+
+
+def read_products(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return frame(
+        con, "SELECT product_id, name, description, category, url FROM products ORDER BY product_id"
+    )
+
+
+def write_recommendations(
+    con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.DataFrame
+) -> int:
+    """Replace a run's recommendations with `rows` (scope, scope_id, product_id, score, rank,
+    reason) in one transaction."""
+    con.begin()
+    try:
+        con.execute("DELETE FROM recommendations WHERE run_id = ?", [run_id])
+        con.register("incoming_recs", rows.select(RECOMMENDATION_COLUMNS))
+        con.execute(
+            "INSERT INTO recommendations BY NAME SELECT ? AS run_id, * FROM incoming_recs",
+            [run_id],
+        )
+        con.unregister("incoming_recs")
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+    return rows.height
+
+
+def read_recommendations(
+    con: duckdb.DuckDBPyConnection, run_id: str, scope: str | None = None,
+    scope_id: str | None = None,
+) -> pl.DataFrame:
+    """A run's recommendations with product details, optionally for one scope / scope id."""
+    return frame(
+        con,
+        """SELECT r.scope, r.scope_id, r.rank, r.score, r.reason, r.product_id,
+            coalesce(p.name, r.product_id) AS name, p.description, p.category, p.url
+        FROM recommendations r LEFT JOIN products p USING (product_id)
+        WHERE r.run_id = ? AND (?::VARCHAR IS NULL OR r.scope = ?)
+          AND (?::VARCHAR IS NULL OR r.scope_id = ?)
+        ORDER BY r.scope, r.scope_id, r.rank""",
+        [run_id, scope, scope, scope_id, scope_id],
+    )
+
+
+def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
+    """One runs row as a dict (settings and timings parsed), or None for an unknown id."""
+    found = frame(
+        con,
+        """SELECT run_id, status, started_at, finished_at, data_version, settings, n_posts,
+            n_users, n_clusters, timings, error,
+            date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds
+        FROM runs WHERE run_id = ?""",
+        [run_id],
+    )
+    if found.height == 0:
+        return None
+    row = found.row(0, named=True)
+    for key in ("settings", "timings"):
+        row[key] = json.loads(row[key]) if row[key] else {}
+    return row
+
+
+def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """The completed run that finished last before `run_id` started."""
+    rows = con.execute(
+        """SELECT run_id FROM runs WHERE status = 'completed' AND run_id <> ?
+            AND finished_at <= (SELECT started_at FROM runs WHERE run_id = ?)
+        ORDER BY finished_at DESC LIMIT 1""",
+        [run_id, run_id],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def add_run_timings(con: duckdb.DuckDBPyConnection, run_id: str, timings: dict[str, float]) -> None:
+    """Merge stage timings measured after a run was published into its `timings`."""
+    found = con.execute("SELECT timings FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if not found:
+        return
+    merged = {**(json.loads(found[0][0]) if found[0][0] else {}), **timings}
+    con.execute("UPDATE runs SET timings = ? WHERE run_id = ?", [json.dumps(merged), run_id])
+
+
+def run_members(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """A run's users with cluster, map position, display name and known label."""
+    return frame(
+        con,
+        """SELECT uc.platform, uc.user_id, coalesce(u.display_name, uc.user_id) AS name,
+            u.label AS known_label, uc.cluster_id, uc.probability, uc.is_outlier, uc.x, uc.y,
+            uc.n_posts
+        FROM user_clusters uc LEFT JOIN users u USING (platform, user_id)
+        WHERE uc.run_id = ? ORDER BY uc.cluster_id, uc.probability DESC, uc.user_id""",
+        [run_id],
+    )
+
+
+def run_clusters(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    return frame(
+        con,
+        """SELECT cluster_id, label, size, n_outliers, example_users, representative_posts
+        FROM clusters WHERE run_id = ? ORDER BY size DESC, cluster_id""",
+        [run_id],
+    )
+
+
+def run_terms(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    return frame(
+        con,
+        "SELECT cluster_id, term, weight, rank FROM cluster_terms WHERE run_id = ? "
+        "ORDER BY cluster_id, rank",
+        [run_id],
+    )
+
+
+def find_users(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
+    """Users whose id, display name or 'platform:id' equals `query` (case-insensitive), with
+    their stored post count."""
+    return frame(
+        con,
+        """SELECT u.platform, u.user_id, coalesce(u.display_name, u.user_id) AS name,
+            (SELECT count(*) FROM posts p
+             WHERE p.platform = u.platform AND p.user_id = u.user_id) AS n_posts
+        FROM users u
+        WHERE lower(u.user_id) = lower(?) OR lower(u.display_name) = lower(?)
+           OR lower(u.platform || ':' || u.user_id) = lower(?)
+        ORDER BY u.platform, u.user_id""",
+        [query, query, query],
+    )
+
+
+# ---------------------------------------------------------------- crawls (scrapers/)
+
+CRAWL_STATE_COLUMNS = ["platform", "account", "newest_post_id", "newest_created_at", "cursor"]
+
+
+def crawl_outcomes(
+    con: duckdb.DuckDBPyConnection, keys: pl.DataFrame, since: datetime
+) -> pl.DataFrame:
+    """Per account, how many of `keys` (platform, post_id, account) an upsert that started at
+    `since` inserted (`new`), changed (`updated`) or left as they were (`unchanged`)."""
+    return frame(
+        con,
+        """SELECT k.account,
+            count(*) FILTER (WHERE p.inserted_at >= ?)::INTEGER AS new,
+            count(*) FILTER (WHERE p.inserted_at < ? AND p.updated_at >= ?)::INTEGER AS updated,
+            count(*) FILTER (WHERE p.updated_at < ?)::INTEGER AS unchanged
+        FROM crawl_keys k JOIN posts p USING (platform, post_id)
+        GROUP BY k.account ORDER BY k.account""",
+        [since, since, since, since],
+        crawl_keys=keys.select("platform", "post_id", "account"),
+    )
+
+
+def read_crawl_state(con: duckdb.DuckDBPyConnection, platform: str) -> dict[str, dict]:
+    """Each account's remembered newest post id, its time and paging cursor, by account."""
+    rows = frame(
+        con,
+        "SELECT account, newest_post_id, newest_created_at, cursor FROM crawl_state "
+        "WHERE platform = ?",
+        [platform],
+    )
+    return {row.pop("account"): row for row in rows.iter_rows(named=True)}
+
+
+def save_crawl_state(con: duckdb.DuckDBPyConnection, states: pl.DataFrame) -> None:
+    """Remember where each account's crawl got to (columns of CRAWL_STATE_COLUMNS)."""
+    incoming = states.select(CRAWL_STATE_COLUMNS).unique(["platform", "account"], keep="last")
+    con.register("incoming_state", incoming)
+    try:
+        con.execute(
+            """INSERT INTO crawl_state BY NAME
+            SELECT platform, account, newest_post_id, newest_created_at::TIMESTAMP
+                AS newest_created_at, cursor, ? AS updated_at FROM incoming_state
+            ON CONFLICT (platform, account) DO UPDATE SET
+                newest_post_id = excluded.newest_post_id,
+                newest_created_at = excluded.newest_created_at,
+                cursor = excluded.cursor, updated_at = excluded.updated_at""",
+            [now()],
+        )
+    finally:
+        con.unregister("incoming_state")
+
+
+def start_crawl(con: duckdb.DuckDBPyConnection, source: str | None) -> str:
+    """Record a crawl as running; returns its id."""
+    crawl_id = f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    con.execute(
+        "INSERT INTO crawls (crawl_id, source, started_at, status) VALUES (?, ?, ?, 'running')",
+        [crawl_id, source or "all", now()],
+    )
+    return crawl_id
+
+
+def finish_crawl(
+    con: duckdb.DuckDBPyConnection, crawl_id: str, status: str, stats: dict | None,
+    error: str | None = None,
+) -> None:
+    """Mark a crawl completed or failed, with its per-account counts and Scrapy stats."""
+    con.execute(
+        "UPDATE crawls SET finished_at = ?, status = ?, stats = ?, error = ? WHERE crawl_id = ?",
+        [now(), status, json.dumps(stats, default=str) if stats is not None else None,
+         error[:2000] if error else None, crawl_id],
+    )
+
+
+def crawls_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
+    """The latest crawls, newest first."""
+    return frame(
+        con,
+        """SELECT crawl_id, source, status, started_at, finished_at,
+            date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds, stats, error
+        FROM crawls ORDER BY started_at DESC LIMIT ?""",
         [limit],
     )

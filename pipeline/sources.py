@@ -1,0 +1,252 @@
+"""The `sources.yaml` file: which accounts `tribes crawl` collects, validated into typed sources.
+
+    sources:
+      - name: fediverse
+        platform: mastodon            # mastodon | bluesky | rss | html
+        api: https://mastodon.social  # optional for mastodon (else from the handle's domain)
+        accounts:
+          - Gargron                   # a bare handle, or a mapping with a label:
+          - {handle: "@nasa@mstdn.social", label: science}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Platform = Literal["mastodon", "bluesky", "rss", "html"]
+BLUESKY_APPVIEW = "https://public.api.bsky.app"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_MASTODON_USER = re.compile(r"[A-Za-z0-9_.-]+")
+_BLUESKY_HANDLE = re.compile(r"([A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|did:[a-z]+:[A-Za-z0-9._:%-]+")
+
+
+class SourcesError(ValueError):
+    """`sources.yaml` cannot be used; the one-line message names the file and the field."""
+
+
+class MastodonAccount(BaseModel):
+    """Where a Mastodon handle lives: `user_id` is the global `user@domain`."""
+
+    username: str
+    domain: str
+    instance: str
+
+    @property
+    def user_id(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+    @property
+    def lookup_acct(self) -> str:
+        """The `acct` the instance's lookup endpoint expects (bare for its own users)."""
+        own = (urlsplit(self.instance).hostname or "").lower()
+        return self.username if self.domain.lower() == own else self.user_id
+
+
+def http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
+    """Parse `user`, `@user@domain` or `https://domain/@user` (with the source's `api`)."""
+    text = handle.strip()
+    instance = api.rstrip("/") if api else None
+    if http_url(text):
+        parts = urlsplit(text)
+        instance = instance or f"{parts.scheme}://{parts.netloc}"
+        segments = parts.path.strip("/").split("/")
+        text = next((s for s in segments if s.startswith("@")), segments[-1])
+    user, _, domain = text.lstrip("@").partition("@")
+    if not _MASTODON_USER.fullmatch(user):
+        raise ValueError(f"{handle!r} is not a Mastodon handle (user, user@domain or profile URL)")
+    domain = domain or (urlsplit(instance).hostname if instance else "") or ""
+    if not domain:
+        raise ValueError(f"{handle!r} needs a domain (user@instance) or the source an api URL")
+    return MastodonAccount(username=user, domain=domain.lower(),
+                           instance=instance or f"https://{domain.lower()}")
+
+
+def bluesky_actor(handle: str) -> str:
+    """A Bluesky handle or DID from `alice.bsky.social`, `@alice...` or a bsky.app profile URL."""
+    text = handle.strip()
+    if http_url(text):
+        text = urlsplit(text).path.rstrip("/").split("/")[-1]
+    text = text.lstrip("@")
+    if not _BLUESKY_HANDLE.fullmatch(text):
+        raise ValueError(f"{handle!r} is not a Bluesky handle (alice.bsky.social) or DID")
+    return text if text.startswith("did:") else text.lower()
+
+
+def is_xpath(selector: str) -> bool:
+    """Selectors starting with `/`, `./` or `(` are XPath; everything else is CSS."""
+    return selector.startswith(("/", "./", "("))
+
+
+class Account(BaseModel):
+    """One account to collect: a handle or URL, an optional known label and display name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handle: str = Field(min_length=1, description="handle, profile URL, feed URL or page URL")
+    label: str | None = Field(None, description="known interest label, stored as users.label")
+    name: str | None = Field(None, description="display name, when the platform has none")
+
+
+class Selectors(BaseModel):
+    """Where the generic HTML spider finds posts: CSS (parsel's ::text/::attr) or XPath."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    post: str = Field(description="one element per post")
+    text: str = Field(description="the post's text, inside the post element")
+    date: str | None = Field(None, description="its date (e.g. time::attr(datetime))")
+    id: str | None = Field(None, description="a stable id (e.g. ::attr(id)); default: url or hash")
+    url: str | None = Field(None, description="its permalink (e.g. a.permalink::attr(href))")
+    next_page: str | None = Field(
+        None, description="the next page's link (e.g. a[rel=next]::attr(href))"
+    )
+
+    @field_validator("post", "text", "date", "id", "url", "next_page")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from parsel import Selector
+
+        probe = Selector(text="<html><body></body></html>")
+        try:
+            probe.xpath(value) if is_xpath(value) else probe.css(value)
+        except Exception as exc:  # cssselect and lxml raise several types
+            kind = "XPath" if is_xpath(value) else "CSS"
+            raise ValueError(f"{value!r} is not a valid {kind} selector ({exc})") from None
+        return value
+
+
+class Source(BaseModel):
+    """A named group of accounts on one platform."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="used by `tribes crawl --source NAME`")
+    platform: Platform
+    api: str | None = Field(
+        None, description="base URL: a Mastodon instance or a Bluesky AppView (public.api.bsky.app)"
+    )
+    accounts: list[Account] = Field(min_length=1)
+    selectors: Selectors | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("api")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None and not http_url(value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _bare_handles(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"handle": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _fits_platform(self) -> Source:
+        if self.platform == "html" and self.selectors is None:
+            raise ValueError("html sources need selectors (post, text, ...)")
+        if self.platform != "html" and self.selectors is not None:
+            raise ValueError(f"selectors only apply to html sources, not {self.platform}")
+        keys = [self.account_key(a) for a in self.accounts]
+        duplicate = next((k for k in keys if keys.count(k) > 1), None)
+        if duplicate:
+            raise ValueError(f"account {duplicate!r} is listed twice")
+        return self
+
+    def account_key(self, account: Account) -> str:
+        """The account's stable identity on its platform (the crawl-state key)."""
+        if self.platform == "mastodon":
+            return mastodon_account(account.handle, self.api).user_id
+        if self.platform == "bluesky":
+            return bluesky_actor(account.handle)
+        if not http_url(account.handle.strip()):
+            raise ValueError(f"{account.handle!r} must be an http(s) URL for {self.platform}")
+        return account.handle.strip()
+
+    @property
+    def bluesky_api(self) -> str:
+        return self.api or BLUESKY_APPVIEW
+
+
+class SourcesFile(BaseModel):
+    """The whole `sources.yaml`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[Source] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SourcesFile:
+        names = [s.name for s in self.sources]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise ValueError(f"source name {duplicate!r} is used twice")
+        return self
+
+    def select(self, name: str | None) -> list[Source]:
+        """All sources, or the one called `name`."""
+        if name is None:
+            return list(self.sources)
+        chosen = [s for s in self.sources if s.name == name]
+        if not chosen:
+            known = ", ".join(s.name for s in self.sources)
+            raise SourcesError(f"no source named {name!r} (sources: {known})")
+        return chosen
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_sources(data: object, name: str = "sources.yaml") -> SourcesFile:
+    """Validate already-loaded YAML data; errors name the file and the field in one line."""
+    try:
+        return SourcesFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        where = _where(first["loc"])
+        raise SourcesError(f"{name}: {where + ': ' if where else ''}{message}") from None
+
+
+def load_sources(path: Path | str) -> SourcesFile:
+    """Read and validate a sources file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourcesError(f"{path}: no such sources file (see docs/crawling.md for an example)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SourcesError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise SourcesError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if not isinstance(data, dict):
+        raise SourcesError(f"{path}: expected a mapping with a 'sources:' list")
+    return parse_sources(data, str(path))

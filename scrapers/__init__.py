@@ -1,0 +1,1 @@
+"""The Scrapy project that fills `posts` and `users`: spiders, the DuckDB pipeline, a runner."""

@@ -1,0 +1,121 @@
+"""Run a crawl in this process (a fresh Twisted reactor) and write a JSON report.
+
+    python -m scrapers.run --sources sources.yaml [--db FILE] [--source NAME]
+        [--max-posts-per-user N] [--since YYYY-MM-DD] [--report FILE] [--set KEY=VALUE ...]
+
+`flows/crawl.py` starts this as a subprocess, because Scrapy's reactor cannot restart inside one
+process. Every selected source runs as its own spider, all in one reactor. Exit status: 0 when
+every spider ran (per-account errors are in the report), 1 when a spider could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scrapy.crawler import Crawler, CrawlerProcess
+from scrapy.settings import Settings as ScrapySettings
+
+from pipeline.settings import Settings, load_settings
+from pipeline.sources import Source, load_sources
+from scrapers.spiders.base import AccountSpider
+from scrapers.spiders.bluesky import BlueskySpider
+from scrapers.spiders.html import HtmlSpider
+from scrapers.spiders.mastodon import MastodonSpider
+from scrapers.spiders.rss import FeedSpider
+from scrapers.tally import rows
+
+SPIDERS: dict[str, type[AccountSpider]] = {
+    "mastodon": MastodonSpider, "bluesky": BlueskySpider, "rss": FeedSpider, "html": HtmlSpider,
+}
+REPORTED_STATS = ("downloader/request_count", "downloader/response_count", "item_scraped_count",
+                  "item_dropped_count", "retry/count", "retry/max_reached", "robotstxt/forbidden",
+                  "tribes/posts_stored", "tribes/flushes", "tribes/store_seconds",
+                  "tribes/retry_wait_seconds", "elapsed_time_seconds", "finish_reason",
+                  "log_count/ERROR")
+
+
+def scrapy_settings(tribes: Settings, overrides: dict[str, str]) -> ScrapySettings:
+    """The project's Scrapy settings with the Tribes settings and explicit overrides applied."""
+    settings = ScrapySettings()
+    settings.setmodule("scrapers.settings", priority="project")
+    settings.setdict({
+        "USER_AGENT": tribes.user_agent,
+        "DOWNLOAD_DELAY": tribes.crawl_delay,
+        "AUTOTHROTTLE_START_DELAY": 2 * tribes.crawl_delay,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": tribes.crawl_concurrency_per_domain,
+        "RETRY_TIMES": tribes.crawl_retries,
+        "TRIBES_DB": str(tribes.db),
+        "TRIBES_DB_WAIT_SECONDS": tribes.lock_wait_seconds,
+        "TRIBES_BATCH_SIZE": tribes.crawl_batch_size,
+        "TRIBES_MAX_POST_CHARS": tribes.max_post_chars,
+    }, priority="cmdline")
+    settings.setdict(overrides, priority="cmdline")
+    return settings
+
+
+def crawl(sources: list[Source], settings: ScrapySettings, max_posts_per_user: int | None,
+          since: datetime | None) -> tuple[dict[str, Any], bool]:
+    """Crawl the sources together; returns the report and whether every spider started."""
+    process = CrawlerProcess(settings)
+    crawlers: list[tuple[Source, Crawler]] = []
+    for source in sources:
+        crawler = process.create_crawler(SPIDERS[source.platform])
+        process.crawl(crawler, source=source, max_posts_per_user=max_posts_per_user, since=since)
+        crawlers.append((source, crawler))
+    process.start()
+    accounts: list[dict] = []
+    spiders: list[dict] = []
+    for source, crawler in crawlers:
+        stats = crawler.stats.get_stats() if crawler.stats else {}
+        accounts += [{"platform": source.platform, **row} for row in rows(crawler.stats)]
+        spiders.append({"source": source.name, "platform": source.platform,
+                        **{k: stats[k] for k in REPORTED_STATS if k in stats}})
+    started = all(c.spider is not None and c.stats.get_value("finish_reason") == "finished"
+                  for _, c in crawlers)
+    return {"accounts": accounts, "spiders": spiders}, started and not process.bootstrap_failed
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scrapers.run", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--sources", required=True, type=Path)
+    parser.add_argument("--db", type=Path)
+    parser.add_argument("--source")
+    parser.add_argument("--max-posts-per-user", type=int)
+    parser.add_argument("--since", type=datetime.fromisoformat)
+    parser.add_argument("--report", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        selected = load_sources(args.sources).select(args.source)
+        tribes = load_settings(db=args.db)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report, ok = crawl(selected, scrapy_settings(tribes, parse_overrides(args.overrides)),
+                       args.max_posts_per_user, args.since)
+    if args.report:
+        partial = args.report.with_suffix(".partial")
+        partial.write_text(json.dumps(report, default=str, indent=1), encoding="utf-8")
+        os.replace(partial, args.report)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

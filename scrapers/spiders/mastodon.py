@@ -1,0 +1,89 @@
+"""Mastodon: public statuses through the documented REST API, newest first, `max_id` paging.
+
+GET /api/v1/accounts/lookup?acct=USER, then GET /api/v1/accounts/:id/statuses?limit=40 with
+`since_id` set to the newest status an earlier crawl stored, paging down with `max_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import scrapy
+from scrapy.http import Response
+
+from pipeline.sources import MastodonAccount, mastodon_account
+from scrapers.items import UserItem
+from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
+from scrapers.text import html_to_text, parse_time
+
+
+def id_order(status_id: str) -> tuple[int, int | str]:
+    """Sort key of Mastodon ids: numeric (snowflake) ids compare as numbers."""
+    return (1, int(status_id)) if status_id.isdigit() else (0, status_id)
+
+
+def status_text(status: dict) -> str:
+    """Plain text of a status (its content warning first, when it has one)."""
+    text = html_to_text(status.get("content"))
+    warning = (status.get("spoiler_text") or "").strip()
+    return f"{warning}\n\n{text}".strip() if warning else text
+
+
+class MastodonSpider(AccountSpider):
+    name = "mastodon"
+    platform = "mastodon"
+    page_size = 40  # the API's maximum
+
+    def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
+        who = mastodon_account(run.config.handle, self.source.api)
+        run.user_id = who.user_id
+        url = f"{who.instance}/api/v1/accounts/lookup?{urlencode({'acct': who.lookup_acct})}"
+        yield self.request(url, run, self.parse_account, cb_kwargs={"who": who})
+
+    def parse_account(self, response: Response, who: MastodonAccount) -> Iterator[Any]:
+        run: AccountRun = response.meta["tribes"]
+        account = json_of(response, dict)
+        if not account.get("id"):
+            raise ParseError("the lookup answer has no account id")
+        yield UserItem(self.platform, run.user_id,
+                       run.config.name or account.get("display_name") or account.get("username"),
+                       run.config.label, account.get("url"), html_to_text(account.get("note")),
+                       run.source, run.account)
+        yield self.statuses(run, who.instance, str(account["id"]), max_id=None)
+
+    def statuses(self, run: AccountRun, instance: str, account_id: str, max_id: str | None
+                 ) -> scrapy.Request:
+        params = {"limit": self.page_size}
+        if max_id:
+            params["max_id"] = max_id
+        if run.known_id:
+            params["since_id"] = run.known_id
+        url = f"{instance}/api/v1/accounts/{account_id}/statuses?{urlencode(params)}"
+        return self.request(url, run, self.parse_statuses,
+                            cb_kwargs={"instance": instance, "account_id": account_id})
+
+    def parse_statuses(self, response: Response, instance: str, account_id: str
+                       ) -> Iterator[Any]:
+        run: AccountRun = response.meta["tribes"]
+        page = json_of(response, list)
+        finished = not page
+        for status in page:
+            if not isinstance(status, dict) or not status.get("id"):
+                raise ParseError("a status without an id")
+            status_id = str(status["id"])
+            created = parse_time(status.get("created_at"))
+            older = run.known_id is not None and id_order(status_id) <= id_order(run.known_id)
+            if older or self.stop_before(run, status_id, created):
+                finished = True
+                break
+            boost = status.get("reblog")
+            kind = "boost" if boost else "reply" if status.get("in_reply_to_id") else "post"
+            body = boost if isinstance(boost, dict) else status
+            yield self.post(run, status_id, created, status_text(body),
+                            status.get("url") or body.get("url") or status.get("uri"), kind)
+        if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
+            yield self.done(run)
+        else:
+            yield self.statuses(run, instance, account_id, max_id=str(page[-1]["id"]))
