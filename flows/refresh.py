@@ -16,9 +16,11 @@ from typing import Annotated, Any
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, Inputs
 from pydantic import Field
 
+from flows.artifacts import show_in_ui
+from flows.report import insight
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -28,19 +30,51 @@ from pipeline import reduce as reduce_step
 from pipeline import store
 from pipeline.settings import ProfileMethod, Settings, load_settings
 
-CACHED = INPUTS + TASK_SOURCE
-LOCK_WAIT_SECONDS = 900
+
+
+def pipeline_code_version() -> str:
+    """A digest of the pipeline's source: new step code never reuses old cached results."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(clean_step.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CODE_VERSION = pipeline_code_version()
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's result depends on
+    "clean": ("min_posts_per_user",),
+    "embed": (),
+    "profile": ("profile_method", "profile_remove_components", "random_state"),
+    "reduce": ("umap_n_components", "umap_n_neighbors", "umap_min_dist", "random_state"),
+    "cluster": ("min_cluster_size", "min_samples"),
+    "label": ("top_terms", "label_terms", "representative_posts"),
+}
+
+
+def stage_key(settings: Settings, stage: str) -> list[Any]:
+    """The database, the code version and the settings that a stage's result depends on."""
+    return [str(settings.db.resolve()), CODE_VERSION,
+            *(getattr(settings, name) for name in STAGE_SETTINGS[stage])]
+
+
+def cached(stage: str):
+    """Cache on the task's small inputs and its stage's settings (not on every setting)."""
+    def key(_ctx: Any, params: dict[str, Any]) -> str:
+        return json.dumps(stage_key(params["settings"], stage), default=str)
+
+    return Inputs(exclude=["settings"]) + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=key)
 
 
 def artifact(settings: Settings, stage: str, suffix: str, *inputs: Any) -> Path:
     """A path in the cache folder named by a digest of everything the artifact depends on."""
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    key = json.dumps([*stage_key(settings, stage), *inputs], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     return settings.cache_dir / f"{stage}-{digest[:20]}.{suffix}"
 
 
 def open_db(settings: Settings):
-    return store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS)
+    return store.connect(settings.db, wait_seconds=settings.lock_wait_seconds)
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -53,9 +87,9 @@ def begin_run(settings: Settings) -> tuple[str, str]:
         return store.start_run(con, settings.analysis_fingerprint(), version), version
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=CACHED, persist_result=True)
+@task(retries=2, retry_delay_seconds=2, cache_policy=cached("clean"), persist_result=True)
 def clean(settings: Settings, version: str) -> str:
-    out = artifact(settings, "clean", "parquet", version, settings.min_posts_per_user)
+    out = artifact(settings, "clean", "parquet", version)
     if not out.exists():
         with open_db(settings) as con:
             posts = store.read_posts(con)
@@ -64,7 +98,7 @@ def clean(settings: Settings, version: str) -> str:
     return str(out)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=CACHED, persist_result=True)
+@task(retries=2, retry_delay_seconds=5, cache_policy=cached("embed"), persist_result=True)
 def embed(settings: Settings, clean_path: str, model_id: str) -> int:
     """Embed every cleaned text that has no stored vector for this model; returns how many."""
     logger = get_run_logger()
@@ -108,29 +142,24 @@ def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     return users.drop("user_row"), owner["user_row"].to_numpy()
 
 
-@task(retries=1, cache_policy=CACHED, persist_result=True)
+@task(retries=1, cache_policy=cached("profile"), persist_result=True)
 def profile(settings: Settings, clean_path: str, model_id: str) -> str:
-    out = artifact(
-        settings, "profile", "npz", clean_path, model_id,
-        settings.profile_method, settings.topic_mix_k, settings.random_state,
-    )
+    out = artifact(settings, "profile", "npz", clean_path, model_id)
     if not out.exists():
         posts, vectors = load_post_vectors(settings, clean_path, model_id)
         users, owner = user_index(posts)
         profiles = profile_step.build_profiles(
             owner, vectors, users.height, settings.profile_method,
-            settings.topic_mix_k, settings.random_state,
+            settings.profile_remove_components, settings.random_state,
         )
         np.savez(out, profiles=profiles)
         users.write_parquet(out.with_suffix(".users.parquet"))
     return str(out)
 
 
-@task(retries=1, cache_policy=CACHED, persist_result=True)
+@task(retries=1, cache_policy=cached("reduce"), persist_result=True)
 def reduce(settings: Settings, profile_path: str) -> str:
-    params = (settings.umap_n_components, settings.umap_n_neighbors, settings.umap_min_dist,
-              settings.random_state)
-    out = artifact(settings, "reduce", "npz", profile_path, *params)
+    out = artifact(settings, "reduce", "npz", profile_path)
     if not out.exists():
         profiles = np.load(profile_path)["profiles"]
         space = reduce_step.umap_reduce(profiles, settings.umap_n_components,
@@ -142,10 +171,9 @@ def reduce(settings: Settings, profile_path: str) -> str:
     return str(out)
 
 
-@task(retries=1, cache_policy=CACHED, persist_result=True)
+@task(retries=1, cache_policy=cached("cluster"), persist_result=True)
 def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
-    out = artifact(settings, "cluster", "parquet", reduce_path, settings.min_cluster_size,
-                   settings.min_samples)
+    out = artifact(settings, "cluster", "parquet", reduce_path)
     if not out.exists():
         reduced = np.load(reduce_path)
         result = cluster_step.hdbscan_cluster(
@@ -162,11 +190,10 @@ def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
     return str(out)
 
 
-@task(retries=1, cache_policy=CACHED, persist_result=True)
+@task(retries=1, cache_policy=cached("label"), persist_result=True)
 def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str) -> str:
     """c-TF-IDF terms, labels, example users and representative posts per cluster."""
-    out = artifact(settings, "label", "parquet", clean_path, cluster_path, settings.top_terms,
-                   settings.label_terms, settings.representative_posts)
+    out = artifact(settings, "label", "parquet", clean_path, cluster_path)
     if not out.exists():
         posts, vectors = load_post_vectors(settings, clean_path, model_id)
         members = pl.read_parquet(cluster_path)
@@ -176,9 +203,9 @@ def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str)
                            on=["platform", "user_id"], maintain_order="left")
         n_clusters = int(members["cluster_id"].max()) + 1
         cluster_of_post = posts["cluster_id"].to_numpy()
-        terms = label_step.cluster_terms(posts["text_clean"].to_list(), cluster_of_post,
-                                         n_clusters, settings.top_terms)
         _, owner = user_index(posts)
+        terms = label_step.cluster_terms(posts["text_clean"].to_list(), cluster_of_post,
+                                         n_clusters, settings.top_terms, owner)
         examples = label_step.representative_posts(
             vectors - vectors.mean(axis=0), cluster_of_post, owner, n_clusters,
             settings.representative_posts,
@@ -273,5 +300,7 @@ def refresh(
     except BaseException as exc:
         mark_failed(settings, run_id, f"{type(exc).__name__}: {exc}")
         raise
+    insight(settings, run_id, clean_path, model_id)  # recommendations + report; never fails it
+    show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed
     print(f"run {run_id} completed: {timings}")
     return run_id

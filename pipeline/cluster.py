@@ -17,7 +17,7 @@ class Clustering:
 
 def auto_min_cluster_size(n_users: int) -> int:
     """Smallest group worth naming, scaled to the number of users."""
-    return int(max(3, round(n_users / 30)))
+    return int(max(3, round(n_users / 25)))
 
 
 def hdbscan_cluster(
@@ -29,7 +29,9 @@ def hdbscan_cluster(
     n = len(points)
     size = min(min_cluster_size or auto_min_cluster_size(n), max(2, n // 2))
     model = hdbscan.HDBSCAN(
-        min_cluster_size=size, min_samples=min_samples, cluster_selection_method="eom"
+        min_cluster_size=size,
+        min_samples=min_samples or max(1, size // 2),
+        cluster_selection_method="leaf",  # eom merged most users into one blob (bench/quality.py)
     ).fit(points)
     raw = model.labels_.copy()
     noise = raw < 0

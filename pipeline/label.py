@@ -31,10 +31,36 @@ def ctfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(tf @ sp.diags(idf))
 
 
+def indicator(rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
+    """A (n_rows x len(rows)) 0/1 matrix putting item i in row rows[i]."""
+    return sp.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))),
+                         shape=(n_rows, len(rows)))
+
+
+def member_spread(doc_counts: sp.csr_matrix, owner: np.ndarray,
+                  cluster_of_text: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Per cluster and term, the share of the cluster's users who use the term at all."""
+    n_users = int(owner.max()) + 1
+    used = (indicator(owner, n_users) @ doc_counts) > 0
+    cluster_of_user = np.zeros(n_users, dtype=int)
+    cluster_of_user[owner] = cluster_of_text
+    users_per_cluster = np.bincount(cluster_of_user, minlength=n_clusters).clip(min=1)
+    spread = indicator(cluster_of_user, n_clusters) @ used.astype(np.float64)
+    return np.asarray(spread.todense()) / users_per_cluster[:, None]
+
+
 def cluster_terms(
-    texts: list[str], cluster_of_text: np.ndarray, n_clusters: int, top_n: int = 10
+    texts: list[str],
+    cluster_of_text: np.ndarray,
+    n_clusters: int,
+    top_n: int = 10,
+    owner: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """Top c-TF-IDF terms per cluster: columns cluster_id, term, weight, rank (1 = best)."""
+    """Top c-TF-IDF terms per cluster: columns cluster_id, term, weight, rank (1 = best).
+
+    With `owner` (the user index of each text), each weight is multiplied by the share of the
+    cluster's users who use the term, so one prolific member's pet words do not name the group.
+    """
     min_df = 2 if len(texts) >= 200 else 1
     vectorizer = CountVectorizer(
         token_pattern=TOKEN_PATTERN, stop_words=list(stop_words()), lowercase=True, min_df=min_df
@@ -44,11 +70,9 @@ def cluster_terms(
     except ValueError:  # nothing but stop words
         return pl.DataFrame(schema={"cluster_id": pl.Int32, "term": pl.Utf8,
                                     "weight": pl.Float64, "rank": pl.Int32})
-    membership = sp.csr_matrix(
-        (np.ones(len(texts)), (cluster_of_text, np.arange(len(texts)))),
-        shape=(n_clusters, len(texts)),
-    )
-    weights = ctfidf(sp.csr_matrix(membership @ doc_counts)).toarray()
+    weights = ctfidf(sp.csr_matrix(indicator(cluster_of_text, n_clusters) @ doc_counts)).toarray()
+    if owner is not None:
+        weights *= member_spread(doc_counts, owner, cluster_of_text, n_clusters)
     vocabulary = vectorizer.get_feature_names_out()
     rows = []
     for cluster_id in range(n_clusters):

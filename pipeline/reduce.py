@@ -7,7 +7,7 @@ import numpy as np
 
 def auto_n_neighbors(n_users: int) -> int:
     """Neighbourhood size scaled to the number of users."""
-    return int(min(50, max(5, round(n_users ** 0.5))))
+    return int(min(30, max(5, round(n_users**0.5))))
 
 
 def umap_reduce(

@@ -14,7 +14,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-ProfileMethod = Literal["mean", "centered_mean", "topic_mix", "hybrid"]
+ProfileMethod = Literal["mean", "centered_mean", "debiased_mean"]
 CRAWL_SETTINGS = {"sources", "user_agent", "crawl_delay", "crawl_concurrency_per_domain",
                   "crawl_retries", "crawl_batch_size"}
 
@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     min_posts_per_user: int = Field(3, ge=1, description="users with fewer posts are not clustered")
 
     # profile
-    profile_method: ProfileMethod = "hybrid"
-    topic_mix_k: int | None = Field(None, ge=2, description="post micro-topics; None = automatic")
+    profile_method: ProfileMethod = "debiased_mean"
+    profile_remove_components: int = Field(
+        3, ge=0, le=50, description="shared directions projected out by debiased_mean"
+    )
 
     # reduce
     umap_n_neighbors: int | None = Field(None, ge=2, description="None = scaled to the users")

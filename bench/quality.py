@@ -1,0 +1,222 @@
+"""Quality bench: Tribes' user clusters vs known labels, against the study's method and BERTopic.
+
+    .venv/bin/python bench/quality.py                 # every labelled set found
+    .venv/bin/python bench/quality.py --sets fb_pages --seeds 1 --no-bertopic
+
+Each set is imported into its own DuckDB file under .tribes/bench/ (so embeddings are computed
+once), Tribes' refresh flow runs exactly as `tribes refresh` does, and the baselines reuse the
+same stored post embeddings. Prints one markdown table per set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_HOME", str(ROOT / ".tribes" / "bench" / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from flows.evaluate import Scores, evaluate_tribes  # noqa: E402
+from pipeline import clean, embed, evaluate, label, store  # noqa: E402
+from pipeline.settings import load_settings  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+BENCH = ROOT / ".tribes" / "bench"
+
+
+# ---------------------------------------------------------------- labelled sets
+
+
+def fb_pages(label_col: str, path: Path = SHARED / "fb_pages_2016" / "posts.parquet") -> pl.DataFrame:
+    """The Facebook pages set: 139 pages, up to 300 posts each."""
+    return pl.read_parquet(path).select(
+        "user_id", "post_id", "created_at", "text", pl.col(label_col).alias("label")
+    )
+
+
+def tweet_users(chunk: int = 20, seed: int = 0) -> pl.DataFrame:
+    """Pseudo-users from tweet_topic_xl: single-topic tweets grouped by (topic, language),
+    shuffled with a fixed seed and cut into users of 20-39 tweets; the label is the topic."""
+    tweets = pl.read_parquet(SHARED / "tweet_topic_xl" / "posts.parquet")
+    topics = [c for c in tweets.columns if c not in {"user_id", "user_label", "post_id",
+                                                     "created_at", "text", "topics", "lang"}]
+    single = tweets.filter(pl.sum_horizontal(topics) == 1).with_columns(
+        label=pl.concat_list([pl.when(pl.col(t) == 1).then(pl.lit(t)) for t in topics])
+        .list.drop_nulls().list.first()
+    )
+    rng = np.random.default_rng(seed)
+    parts = []
+    for (topic, lang), group in single.group_by("label", "lang", maintain_order=True):
+        if group.height < chunk:
+            continue
+        order = rng.permutation(group.height)
+        owner = np.empty(group.height, dtype=int)
+        for i, piece in enumerate(np.array_split(order, group.height // chunk)):
+            owner[piece] = i
+        parts.append(group.with_columns(user_id=pl.Series([f"{topic}-{lang}-{i}" for i in owner])))
+    return pl.concat(parts).select("user_id", "post_id", "created_at", "text", "label")
+
+
+def available_sets() -> dict[str, callable]:
+    sample = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
+    sets = {"sample": lambda: fb_pages("user_label", sample)}
+    if (SHARED / "fb_pages_2016" / "posts.parquet").exists():
+        sets["fb_pages"] = lambda: fb_pages("user_label")
+        sets["fb_pages_fine"] = lambda: fb_pages("user_label_fine")
+    if (SHARED / "tweet_topic_xl" / "posts.parquet").exists():
+        sets["tweet_topic_users"] = tweet_users
+    return sets
+
+
+def load_into_db(name: str, posts: pl.DataFrame):
+    """A bench database holding exactly this set (re-runs reuse its embeddings)."""
+    settings = load_settings(db=BENCH / name / "tribes.duckdb")
+    frame = posts.with_columns(
+        platform=pl.lit("bench"), url=pl.lit(None, pl.Utf8), kind=pl.lit("post"),
+        created_at=pl.col("created_at").cast(pl.Datetime),
+    )
+    with store.connect(settings.db) as con:
+        con.register("bench_posts", frame)
+        con.execute("DELETE FROM posts WHERE post_id NOT IN (SELECT post_id FROM bench_posts)")
+        con.unregister("bench_posts")
+        store.upsert_posts(con, frame)
+        store.upsert_users(con, frame.group_by("platform", "user_id").agg(pl.col("label").first()))
+    return settings
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
+    with store.connect(settings.db) as con:
+        posts = clean.clean_posts(store.read_posts(con), settings.min_posts_per_user)
+        vectors = store.load_embeddings(con, embed.model_spec(settings).model_id,
+                                        posts["text_hash"].to_list())
+    return posts, vectors
+
+
+def topic_scores(texts: list[str], cluster_of_post: np.ndarray, n: int,
+                 owner: np.ndarray) -> tuple[float, float]:
+    terms = label.cluster_terms(texts, cluster_of_post, n, 10, owner)
+    topics = [g["term"].to_list() for _, g in terms.group_by("cluster_id", maintain_order=True)]
+    return float(np.mean(evaluate.npmi_coherence(texts, topics))), evaluate.topic_diversity(topics)
+
+
+def score_users(method: str, users: list[str], found: np.ndarray, known: dict[str, str],
+                posts: pl.DataFrame) -> Scores:
+    truth = [known[u] for u in users]
+    cluster_of = dict(zip(users, found.tolist(), strict=True))
+    cluster_of_post = np.array([cluster_of[u] for u in posts["user_id"]])
+    owner = posts["user_id"].cast(pl.Categorical).to_physical().to_numpy()
+    npmi, diversity = topic_scores(posts["text_clean"].to_list(), cluster_of_post,
+                                   int(found.max()) + 1, owner)
+    return Scores(method=method, **evaluate.agreement(truth, found),
+                  n_clusters=len(set(found.tolist())), noise_share=None,
+                  largest=int(np.bincount(found).max()), npmi=npmi, diversity=diversity)
+
+
+def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seed: int) -> Scores:
+    """The original study: each user's posts as ONE string, embedded once, UMAP 2-D, KMeans k=7."""
+    import umap
+    from sklearn.cluster import KMeans
+
+    joined = posts.group_by("user_id", maintain_order=True).agg(pl.col("text_clean")
+                                                                .str.join(" ")).sort("user_id")
+    spec = embed.model_spec(settings)
+    model = embed.load_model(spec, settings.device)
+    vectors = embed.encode(model, joined["text_clean"].to_list(), spec.prefix)
+    plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
+    found = KMeans(n_clusters=7, n_init=10, random_state=seed).fit_predict(plane)
+    return score_users("study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(),
+                       found, known, posts)
+
+
+def bertopic_baseline(posts: pl.DataFrame, vectors: np.ndarray, known: dict[str, str],
+                      seed: int) -> Scores:
+    """BERTopic fitted on the posts; users = topic mix; KMeans with the true number of labels."""
+    from bertopic import BERTopic
+    from hdbscan import HDBSCAN
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+    from umap import UMAP
+
+    model = BERTopic(
+        umap_model=UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
+                        random_state=seed),
+        hdbscan_model=HDBSCAN(min_cluster_size=max(10, len(posts) // 1000),
+                              prediction_data=True),
+        calculate_probabilities=False,
+    )
+    topics, _ = model.fit_transform(posts["text_clean"].to_list(), embeddings=vectors)
+    frame = posts.select("user_id").with_columns(topic=pl.Series(topics) + 1)
+    users = sorted(frame["user_id"].unique().to_list())
+    row = {u: i for i, u in enumerate(users)}
+    mix = np.zeros((len(users), int(frame["topic"].max()) + 1))
+    np.add.at(mix, (frame["user_id"].replace_strict(row).to_numpy(), frame["topic"].to_numpy()), 1)
+    k = len(set(known[u] for u in users))
+    found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(mix))
+    return score_users(f"BERTopic topic mix → KMeans (true k={k})", users, found, known, posts)
+
+
+# ---------------------------------------------------------------- output
+
+
+def fmt(value, digits=3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def print_table(name: str, n_users: int, n_posts: int, n_labels: int, rows: list[Scores],
+                seconds: float) -> None:
+    print(f"\n### {name}: {n_users} users, {n_posts} posts, {n_labels} known labels "
+          f"({seconds:.0f} s)\n")
+    print("| method | ARI | NMI | AMI | clusters | noise before reassignment | largest "
+          "| mean ARI, 5 seeds | seed stability | NPMI top-10 | diversity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.method} | {fmt(r.ari)} | {fmt(r.nmi)} | {fmt(r.ami)} | {r.n_clusters} | "
+              f"{fmt(r.noise_share, 2)} | {r.largest} | {fmt(r.seed_ari)} | {fmt(r.stability)} | "
+              f"{fmt(r.npmi)} | {fmt(r.diversity, 2)} |")
+    tribes = rows[0]
+    if tribes.labels:
+        print("\nTribes' cluster labels: " + "; ".join(tribes.labels))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="*", help="which labelled sets (default: all found)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds for the stability columns")
+    parser.add_argument("--no-bertopic", action="store_true", help="skip the BERTopic baseline")
+    args = parser.parse_args()
+    print(f"# Tribes quality bench — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+          f"{os.cpu_count()} cores")
+    sets = available_sets()
+    for name in args.sets or list(sets):
+        started = time.perf_counter()
+        posts = sets[name]()
+        settings = load_into_db(name, posts)
+        known = dict(posts.select("user_id", "label").unique().iter_rows())
+        labels = pl.DataFrame({"user_id": list(known), "label": list(known.values())})
+        seeds = (42, 0, 1, 2, 3)[: max(1, args.seeds)]
+        rows = [evaluate_tribes(settings, labels, seeds)]
+        clean_posts, vectors = stored_post_vectors(settings)
+        rows.append(study_baseline(settings, clean_posts, known, seed=42))
+        if not args.no_bertopic:
+            rows.append(bertopic_baseline(clean_posts, vectors, known, seed=42))
+        print_table(name, len(known), posts.height, len(set(known.values())), rows,
+                    time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Judge a database's clustering against known user labels, running refresh exactly as users do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from flows.refresh import refresh
+from pipeline import clean, evaluate, store
+from pipeline.settings import Settings
+
+SEEDS = (42, 0, 1, 2, 3)
+
+
+@dataclass
+class Scores:
+    """The quality table's row for one method on one labelled set."""
+
+    method: str
+    ari: float
+    nmi: float
+    ami: float
+    n_clusters: int
+    noise_share: float | None
+    largest: int
+    seed_ari: float | None = None  # mean ARI vs labels over the seeds
+    stability: float | None = None  # mean pairwise ARI between the seeds' clusterings
+    npmi: float | None = None
+    diversity: float | None = None
+    labels: list[str] = field(default_factory=list)
+
+
+def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
+    """Known labels per user: a CSV/Parquet file (user_id, label[, platform]) or a users column."""
+    path = Path(labels)
+    if path.suffix.lower() in {".csv", ".parquet"}:
+        if not path.exists():
+            raise ValueError(f"labels file {path} does not exist")
+        table = pl.read_csv(path) if path.suffix.lower() == ".csv" else pl.read_parquet(path)
+        missing = {"user_id", "label"} - set(table.columns)
+        if missing:
+            raise ValueError(f"labels file {path.name} lacks columns {sorted(missing)}")
+        return table.select("user_id", pl.col("label").cast(pl.Utf8))
+    if labels != "label":
+        raise ValueError(f"--labels must be a .csv/.parquet file or the users column 'label', "
+                         f"not {labels!r}")
+    with store.connect(settings.db, wait_seconds=60) as con:
+        return store.read_users(con).select("user_id", "label").drop_nulls()
+
+
+def run_members(settings: Settings, run_id: str) -> pl.DataFrame:
+    with store.connect(settings.db, wait_seconds=60) as con:
+        return store.frame(
+            con, "SELECT user_id, cluster_id, is_outlier FROM user_clusters WHERE run_id = ?",
+            [run_id])
+
+
+def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
+    with store.connect(settings.db, wait_seconds=60) as con:
+        terms = store.frame(con, "SELECT cluster_id, term FROM cluster_terms WHERE run_id = ? "
+                                 "ORDER BY cluster_id, rank", [run_id])
+    return [g["term"].to_list()[:10] for _, g in terms.group_by("cluster_id", maintain_order=True)]
+
+
+def corpus_texts(settings: Settings) -> list[str]:
+    with store.connect(settings.db, wait_seconds=60) as con:
+        posts = store.read_posts(con)
+    return clean.clean_posts(posts)["text_clean"].to_list()
+
+
+def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
+    """Refresh once per seed (embeddings are reused) and score every run against `known`."""
+    runs = [refresh(db=str(settings.db), random_state=seed) for seed in seeds]
+    joined = [run_members(settings, r).join(known, on="user_id").sort("user_id") for r in runs]
+    first = joined[0]
+    headline = evaluate.agreement(first["label"], first["cluster_id"])
+    topics = run_topics(settings, runs[0])
+    with store.connect(settings.db, wait_seconds=60) as con:
+        labels = store.cluster_table(con, runs[0])["label"].to_list()
+    return Scores(
+        method="tribes",
+        **headline,
+        n_clusters=first["cluster_id"].n_unique(),
+        noise_share=float(first["is_outlier"].mean()),
+        largest=int(first["cluster_id"].value_counts()["count"].max()),
+        seed_ari=float(np.mean([evaluate.agreement(j["label"], j["cluster_id"])["ari"]
+                                for j in joined])),
+        stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
+        npmi=float(np.mean(evaluate.npmi_coherence(corpus_texts(settings), topics))),
+        diversity=evaluate.topic_diversity(topics),
+        labels=labels,
+    )

@@ -1,0 +1,96 @@
+"""The refresh flow run for real (Prefect test harness) on the bundled sample of real posts."""
+
+import polars as pl
+import pytest
+from prefect.client.orchestration import get_client
+from sklearn.metrics import adjusted_rand_score
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.refresh import refresh
+from pipeline import store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+ARI_FLOOR = 0.12  # measured 0.188 (mean of 5 seeds 0.175) on the bundled sample; README "Quality"
+
+
+def assignments(db):
+    with store.connect(db) as con:
+        return store.frame(con, """SELECT uc.user_id, uc.cluster_id, uc.is_outlier, uc.probability,
+                                          u.label FROM latest_user_clusters uc
+                                   JOIN users u USING (platform, user_id)""")
+
+
+def test_every_user_is_assigned_and_clusters_match_known_interests(refreshed):
+    members = assignments(refreshed)
+    assert members.height == 139  # every page of the sample, noise included
+    assert members["probability"].is_between(0, 1).all()
+    n_clusters = members["cluster_id"].n_unique()
+    assert 3 <= n_clusters <= 30
+    ari = adjusted_rand_score(members["label"], members["cluster_id"])
+    assert ari >= ARI_FLOOR, f"ARI {ari:.3f} fell below the measured floor {ARI_FLOOR}"
+
+
+def test_football_clubs_share_a_cluster_named_with_football_terms(refreshed):
+    clubs = ["arsenal", "chelseafc", "liverpoolfc", "manchesterunited", "realmadrid"]
+    members = assignments(refreshed)
+    clusters = members.filter(pl.col("user_id").is_in(clubs))["cluster_id"]
+    home = clusters.mode()[0]
+    assert (clusters == home).sum() >= 4
+    with store.connect(refreshed) as con:
+        table = store.cluster_table(con, store.latest_run_id(con))
+    terms = table.filter(pl.col("cluster_id") == home)["top_terms"][0]
+    football = {"football", "goal", "league", "match", "club", "arsenal", "chelsea", "madrid",
+                "liverpool", "united", "champions", "premier", "win", "season", "fans"}
+    assert football & set(terms.split(", ")), terms
+
+
+def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refreshed):
+    with store.connect(refreshed) as con:
+        embedded = store.scalar(con, "SELECT count(*) FROM embeddings")
+    second = refresh(db=str(refreshed))
+    with store.connect(refreshed) as con:
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded
+        assert store.latest_run_id(con) == second
+        new = pl.DataFrame({"platform": "facebook", "post_id": ["n1", "n2"],
+                            "user_id": "arsenal", "created_at": None,
+                            "text": ["Gunners win the derby 3-0!", "Gunners win the derby 3-0!"],
+                            "url": None, "kind": "post"},
+                           schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8})
+        store.upsert_posts(con, new)
+    refresh(db=str(refreshed))
+    with store.connect(refreshed) as con:
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 1
+        assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 3
+
+
+def test_unchanged_refresh_shows_cached_tasks(refreshed):
+    refresh(db=str(refreshed))
+    run_id = refresh(db=str(refreshed), min_cluster_size=6)
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs()
+    cached = {tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.state_name == "Cached"}
+    assert {"clean", "embed", "profile", "reduce"} <= cached, sorted({(tr.name, tr.state_name) for tr in task_runs})
+    assert run_id
+
+
+def test_failed_refresh_keeps_previous_results(refreshed):
+    with store.connect(refreshed) as con:
+        before = store.latest_run_id(con)
+    with pytest.raises(Exception, match="cannot load model"):
+        refresh(db=str(refreshed), model="no-such-org/no-such-model")
+    with store.connect(refreshed) as con:
+        assert store.latest_run_id(con) == before
+        status, error = con.execute(
+            "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()[0]
+    assert status == "failed" and "no-such-org/no-such-model" in error
+
+
+def test_cli_clusters_table_and_empty_database_error(refreshed, workdir):
+    runner = CliRunner()
+    shown = runner.invoke(app, ["--db", str(refreshed), "clusters"])
+    assert shown.exit_code == 0, shown.output
+    assert "Interest clusters of run" in shown.output
+    empty = runner.invoke(app, ["--db", str(workdir / "empty.duckdb"), "refresh"])
+    assert empty.exit_code == 1
+    assert "holds no posts" in empty.output and "tribes import" in empty.output
