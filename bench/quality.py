@@ -37,7 +37,9 @@ BENCH = ROOT / ".tribes" / "bench"
 # ---------------------------------------------------------------- labelled sets
 
 
-def fb_pages(label_col: str, path: Path = SHARED / "fb_pages_2016" / "posts.parquet") -> pl.DataFrame:
+def fb_pages(
+    label_col: str, path: Path = SHARED / "fb_pages_2016" / "posts.parquet"
+) -> pl.DataFrame:
     """The Facebook pages set: 139 pages, up to 300 posts each."""
     return pl.read_parquet(path).select(
         "user_id", "post_id", "created_at", "text", pl.col(label_col).alias("label")
@@ -48,11 +50,15 @@ def tweet_users(chunk: int = 20, seed: int = 0) -> pl.DataFrame:
     """Pseudo-users from tweet_topic_xl: single-topic tweets grouped by (topic, language),
     shuffled with a fixed seed and cut into users of 20-39 tweets; the label is the topic."""
     tweets = pl.read_parquet(SHARED / "tweet_topic_xl" / "posts.parquet")
-    topics = [c for c in tweets.columns if c not in {"user_id", "user_label", "post_id",
-                                                     "created_at", "text", "topics", "lang"}]
+    topics = [
+        c
+        for c in tweets.columns
+        if c not in {"user_id", "user_label", "post_id", "created_at", "text", "topics", "lang"}
+    ]
     single = tweets.filter(pl.sum_horizontal(topics) == 1).with_columns(
         label=pl.concat_list([pl.when(pl.col(t) == 1).then(pl.lit(t)) for t in topics])
-        .list.drop_nulls().list.first()
+        .list.drop_nulls()
+        .list.first()
     )
     rng = np.random.default_rng(seed)
     parts = []
@@ -82,7 +88,9 @@ def load_into_db(name: str, posts: pl.DataFrame):
     """A bench database holding exactly this set (re-runs reuse its embeddings)."""
     settings = load_settings(db=BENCH / name / "tribes.duckdb")
     frame = posts.with_columns(
-        platform=pl.lit("bench"), url=pl.lit(None, pl.Utf8), kind=pl.lit("post"),
+        platform=pl.lit("bench"),
+        url=pl.lit(None, pl.Utf8),
+        kind=pl.lit("post"),
         created_at=pl.col("created_at").cast(pl.Datetime),
     )
     with store.connect(settings.db) as con:
@@ -100,29 +108,39 @@ def load_into_db(name: str, posts: pl.DataFrame):
 def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
     with store.connect(settings.db) as con:
         posts = clean.clean_posts(store.read_posts(con), settings.min_posts_per_user)
-        vectors = store.load_embeddings(con, embed.model_spec(settings).model_id,
-                                        posts["text_hash"].to_list())
+        vectors = store.load_embeddings(
+            con, embed.model_spec(settings).model_id, posts["text_hash"].to_list()
+        )
     return posts, vectors
 
 
-def topic_scores(texts: list[str], cluster_of_post: np.ndarray, n: int,
-                 owner: np.ndarray) -> tuple[float, float]:
+def topic_scores(
+    texts: list[str], cluster_of_post: np.ndarray, n: int, owner: np.ndarray
+) -> tuple[float, float]:
     terms = label.cluster_terms(texts, cluster_of_post, n, 10, owner)
     topics = [g["term"].to_list() for _, g in terms.group_by("cluster_id", maintain_order=True)]
     return float(np.mean(evaluate.npmi_coherence(texts, topics))), evaluate.topic_diversity(topics)
 
 
-def score_users(method: str, users: list[str], found: np.ndarray, known: dict[str, str],
-                posts: pl.DataFrame) -> Scores:
+def score_users(
+    method: str, users: list[str], found: np.ndarray, known: dict[str, str], posts: pl.DataFrame
+) -> Scores:
     truth = [known[u] for u in users]
     cluster_of = dict(zip(users, found.tolist(), strict=True))
     cluster_of_post = np.array([cluster_of[u] for u in posts["user_id"]])
     owner = posts["user_id"].cast(pl.Categorical).to_physical().to_numpy()
-    npmi, diversity = topic_scores(posts["text_clean"].to_list(), cluster_of_post,
-                                   int(found.max()) + 1, owner)
-    return Scores(method=method, **evaluate.agreement(truth, found),
-                  n_clusters=len(set(found.tolist())), noise_share=None,
-                  largest=int(np.bincount(found).max()), npmi=npmi, diversity=diversity)
+    npmi, diversity = topic_scores(
+        posts["text_clean"].to_list(), cluster_of_post, int(found.max()) + 1, owner
+    )
+    return Scores(
+        method=method,
+        **evaluate.agreement(truth, found),
+        n_clusters=len(set(found.tolist())),
+        noise_share=None,
+        largest=int(np.bincount(found).max()),
+        npmi=npmi,
+        diversity=diversity,
+    )
 
 
 def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seed: int) -> Scores:
@@ -130,19 +148,24 @@ def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seed: i
     import umap
     from sklearn.cluster import KMeans
 
-    joined = posts.group_by("user_id", maintain_order=True).agg(pl.col("text_clean")
-                                                                .str.join(" ")).sort("user_id")
+    joined = (
+        posts.group_by("user_id", maintain_order=True)
+        .agg(pl.col("text_clean").str.join(" "))
+        .sort("user_id")
+    )
     spec = embed.model_spec(settings)
     model = embed.load_model(spec, settings.device)
     vectors = embed.encode(model, joined["text_clean"].to_list(), spec.prefix)
     plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
     found = KMeans(n_clusters=7, n_init=10, random_state=seed).fit_predict(plane)
-    return score_users("study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(),
-                       found, known, posts)
+    return score_users(
+        "study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(), found, known, posts
+    )
 
 
-def bertopic_baseline(posts: pl.DataFrame, vectors: np.ndarray, known: dict[str, str],
-                      seed: int) -> Scores:
+def bertopic_baseline(
+    posts: pl.DataFrame, vectors: np.ndarray, known: dict[str, str], seed: int
+) -> Scores:
     """BERTopic fitted on the posts; users = topic mix; KMeans with the true number of labels."""
     from bertopic import BERTopic
     from hdbscan import HDBSCAN
@@ -151,10 +174,10 @@ def bertopic_baseline(posts: pl.DataFrame, vectors: np.ndarray, known: dict[str,
     from umap import UMAP
 
     model = BERTopic(
-        umap_model=UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
-                        random_state=seed),
-        hdbscan_model=HDBSCAN(min_cluster_size=max(10, len(posts) // 1000),
-                              prediction_data=True),
+        umap_model=UMAP(
+            n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed
+        ),
+        hdbscan_model=HDBSCAN(min_cluster_size=max(10, len(posts) // 1000), prediction_data=True),
         calculate_probabilities=False,
     )
     topics, _ = model.fit_transform(posts["text_clean"].to_list(), embeddings=vectors)
@@ -177,17 +200,24 @@ def fmt(value, digits=3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def print_table(name: str, n_users: int, n_posts: int, n_labels: int, rows: list[Scores],
-                seconds: float) -> None:
-    print(f"\n### {name}: {n_users} users, {n_posts} posts, {n_labels} known labels "
-          f"({seconds:.0f} s)\n")
-    print("| method | ARI | NMI | AMI | clusters | noise before reassignment | largest "
-          "| mean ARI, 5 seeds | seed stability | NPMI top-10 | diversity |")
+def print_table(
+    name: str, n_users: int, n_posts: int, n_labels: int, rows: list[Scores], seconds: float
+) -> None:
+    print(
+        f"\n### {name}: {n_users} users, {n_posts} posts, {n_labels} known labels "
+        f"({seconds:.0f} s)\n"
+    )
+    print(
+        "| method | ARI | NMI | AMI | clusters | noise before reassignment | largest "
+        "| mean ARI, 5 seeds | seed stability | NPMI top-10 | diversity |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.method} | {fmt(r.ari)} | {fmt(r.nmi)} | {fmt(r.ami)} | {r.n_clusters} | "
-              f"{fmt(r.noise_share, 2)} | {r.largest} | {fmt(r.seed_ari)} | {fmt(r.stability)} | "
-              f"{fmt(r.npmi)} | {fmt(r.diversity, 2)} |")
+        print(
+            f"| {r.method} | {fmt(r.ari)} | {fmt(r.nmi)} | {fmt(r.ami)} | {r.n_clusters} | "
+            f"{fmt(r.noise_share, 2)} | {r.largest} | {fmt(r.seed_ari)} | {fmt(r.stability)} | "
+            f"{fmt(r.npmi)} | {fmt(r.diversity, 2)} |"
+        )
     tribes = rows[0]
     if tribes.labels:
         print("\nTribes' cluster labels: " + "; ".join(tribes.labels))
@@ -199,8 +229,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the stability columns")
     parser.add_argument("--no-bertopic", action="store_true", help="skip the BERTopic baseline")
     args = parser.parse_args()
-    print(f"# Tribes quality bench — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"# Tribes quality bench — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores"
+    )
     sets = available_sets()
     for name in args.sets or list(sets):
         started = time.perf_counter()
@@ -214,8 +246,14 @@ def main() -> None:
         rows.append(study_baseline(settings, clean_posts, known, seed=42))
         if not args.no_bertopic:
             rows.append(bertopic_baseline(clean_posts, vectors, known, seed=42))
-        print_table(name, len(known), posts.height, len(set(known.values())), rows,
-                    time.perf_counter() - started)
+        print_table(
+            name,
+            len(known),
+            posts.height,
+            len(set(known.values())),
+            rows,
+            time.perf_counter() - started,
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise fail(f"bad setting {where}: {first['msg']} (check flags, TRIBES_* and tribes.toml)")
+        message = f"bad setting {where}: {first['msg']} (check flags, TRIBES_* and tribes.toml)"
+        raise fail(message) from None
 
 
 def use_project_prefect_home(config: Settings) -> None:
@@ -87,9 +88,7 @@ def import_command(
 
     columns = ColumnMap(user_col, text_col, id_col, time_col or None, label_col, name_col)
     config = settings()
-    report = run_guarded(
-        lambda: import_file(config, str(file), platform, columns, fmt, encoding)
-    )
+    report = run_guarded(lambda: import_file(config, str(file), platform, columns, fmt, encoding))
     console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
 
 
@@ -104,9 +103,14 @@ def refresh(
     full: Annotated[bool, typer.Option(help="ignore every cache")] = False,
 ) -> None:
     """Embed new posts and re-cluster every user; stores a new run."""
-    overrides = dict(model=model, profile_method=profile_method,
-                     min_cluster_size=min_cluster_size, umap_n_components=umap_n_components,
-                     umap_n_neighbors=umap_n_neighbors, random_state=random_state)
+    overrides = dict(
+        model=model,
+        profile_method=profile_method,
+        min_cluster_size=min_cluster_size,
+        umap_n_components=umap_n_components,
+        umap_n_neighbors=umap_n_neighbors,
+        random_state=random_state,
+    )
     config = settings(**overrides)
     from flows.refresh import refresh as refresh_flow
 
@@ -118,7 +122,9 @@ def refresh(
 
 
 @app.command()
-def clusters(run: Annotated[str | None, typer.Option(help="run id; default latest")] = None) -> None:
+def clusters(
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
     """Print the clusters of the latest completed run (or --run)."""
     show_clusters(settings(), run)
 
@@ -141,8 +147,13 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
         view.add_column(column, overflow="fold")
     for row in table.iter_rows(named=True):
         size = f"{row['size']}" + (f" ({row['n_outliers']} low-conf.)" if row["n_outliers"] else "")
-        view.add_row(str(row["cluster_id"]), size, row["label"], row["top_terms"] or "",
-                     ", ".join(row["example_users"] or []))
+        view.add_row(
+            str(row["cluster_id"]),
+            size,
+            row["label"],
+            row["top_terms"] or "",
+            ", ".join(row["example_users"] or []),
+        )
     console.print(view)
 
 
@@ -159,13 +170,25 @@ def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10
 
     table = run_guarded(read)
     view = Table(title="Refresh runs")
-    for column in ("run", "status", "started (UTC)", "seconds", "posts", "users", "clusters",
-                   "error"):
+    for column in (
+        "run",
+        "status",
+        "started (UTC)",
+        "seconds",
+        "posts",
+        "users",
+        "clusters",
+        "error",
+    ):
         view.add_column(column, overflow="fold")
     for row in table.iter_rows(named=True):
-        view.add_row(row["run_id"], row["status"], f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
-                     "" if row["seconds"] is None else f"{row['seconds']:.1f}",
-                     *(str(row[c] or "") for c in ("n_posts", "n_users", "n_clusters", "error")))
+        view.add_row(
+            row["run_id"],
+            row["status"],
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+            "" if row["seconds"] is None else f"{row['seconds']:.1f}",
+            *(str(row[c] or "") for c in ("n_posts", "n_users", "n_clusters", "error")),
+        )
     console.print(view)
 
 
@@ -183,23 +206,32 @@ def config() -> None:
     console.print(view)
 
 
-products_app = typer.Typer(no_args_is_help=True,
-                           help="The product catalogue that recommendations draw from.")
+products_app = typer.Typer(
+    no_args_is_help=True, help="The product catalogue that recommendations draw from."
+)
 app.add_typer(products_app, name="products")
 
 
 @products_app.command("import")
 def products_import(
-    file: Annotated[Path, typer.Argument(
-        help="CSV, JSON, JSON Lines or Parquet with id, name, description[, category, url]")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV, JSON, JSON Lines or Parquet with id, name, description[, category, url]"
+        ),
+    ],
 ) -> None:
     """Replace the product catalogue with FILE (every row is checked first)."""
     from flows.recommend import import_catalogue
 
     config = settings()
     count = run_guarded(lambda: import_catalogue(config, str(file)))
-    console.print(f"{file.name}: {count} products; the next `tribes refresh` ranks them for "
-                  "every cluster and user", highlight=False, soft_wrap=True)
+    console.print(
+        f"{file.name}: {count} products; the next `tribes refresh` ranks them for "
+        "every cluster and user",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -217,8 +249,13 @@ def recommend(
     for column in ("#", "product", "category", "score", "why"):
         view.add_column(column, overflow="fold")
     for row in found.iter_rows(named=True):
-        view.add_row(str(row["rank"]), row["name"], row["category"] or "",
-                     f"{row['score']:.3f}", row["reason"] or "")
+        view.add_row(
+            str(row["rank"]),
+            row["name"],
+            row["category"] or "",
+            f"{row['score']:.3f}",
+            row["reason"] or "",
+        )
     console.print(view)
 
 
@@ -239,8 +276,9 @@ def report_command(
 def crawl(
     sources: Annotated[Path | None, typer.Option(help="default sources.yaml")] = None,
     source: Annotated[str | None, typer.Option(help="crawl only the source of this name")] = None,
-    max_posts_per_user: Annotated[int | None, typer.Option(
-        min=1, help="collect at most the N newest posts per account")] = None,
+    max_posts_per_user: Annotated[
+        int | None, typer.Option(min=1, help="collect at most the N newest posts per account")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="YYYY-MM-DD: skip older posts")] = None,
 ) -> None:
     """Collect new public posts of the accounts in sources.yaml (incremental and polite)."""
@@ -257,9 +295,15 @@ def crawl(
         raise fail(f"--since {since!r} is not a date like 2024-01-31") from None
     run_guarded(lambda: load_sources(config.sources).select(source))
     try:
-        summary = run_guarded(lambda: crawl_flow(
-            db=str(config.db), sources=str(config.sources), source=source,
-            max_posts_per_user=max_posts_per_user, since=since_day))
+        summary = run_guarded(
+            lambda: crawl_flow(
+                db=str(config.db),
+                sources=str(config.sources),
+                source=source,
+                max_posts_per_user=max_posts_per_user,
+                since=since_day,
+            )
+        )
     except CrawlError as exc:
         raise fail(str(exc)) from None
     view = Table(title=f"Crawl {summary.crawl_id}")
@@ -269,8 +313,15 @@ def crawl(
         view.add_column(column, justify="right")
     for row in summary.accounts:
         errors = f"[red]{row.errors}[/]" if row.errors else "0"
-        view.add_row(row.source, row.account, str(row.new), str(row.updated), str(row.unchanged),
-                     str(row.skipped), errors)
+        view.add_row(
+            row.source,
+            row.account,
+            str(row.new),
+            str(row.updated),
+            str(row.unchanged),
+            str(row.skipped),
+            errors,
+        )
     console.print(view)
     console.print(summary.line(), highlight=False, soft_wrap=True)
 
@@ -280,13 +331,22 @@ def demo() -> None:
     """Crawl the bundled sample of real Facebook page posts, refresh, print the clusters."""
     from flows.crawl import collect_demo_sample
 
-    console.print(f"crawling the bundled sample {SAMPLE.name} (MIT, see data/sample/LICENSE) "
-                  "with the Scrapy spider from a Mastodon-style server on 127.0.0.1")
+    console.print(
+        f"crawling the bundled sample {SAMPLE.name} (MIT, see data/sample/LICENSE) "
+        "with the Scrapy spider from a Mastodon-style server on 127.0.0.1"
+    )
     summary = run_guarded(lambda: collect_demo_sample(settings()))
     console.print(summary.line(), highlight=False, soft_wrap=True)
     products_import(PRODUCTS)
-    refresh(model=None, profile_method=None, min_cluster_size=None, umap_n_components=None,
-            umap_n_neighbors=None, random_state=None, full=False)
+    refresh(
+        model=None,
+        profile_method=None,
+        min_cluster_size=None,
+        umap_n_components=None,
+        umap_n_neighbors=None,
+        random_state=None,
+        full=False,
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,15 @@ from pipeline.sources import load_sources
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
 # Our own server on 127.0.0.1 needs no politeness delays.
-LOCAL_SERVER_SETTINGS = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_START_DELAY": "0",
-                         "AUTOTHROTTLE_MAX_DELAY": "1", "AUTOTHROTTLE_TARGET_CONCURRENCY": "16",
-                         "CONCURRENT_REQUESTS_PER_DOMAIN": "16",
-                         "CONCURRENT_REQUESTS": "32", "TRIBES_RETRY_BACKOFF": "0.1"}
+LOCAL_SERVER_SETTINGS = {
+    "DOWNLOAD_DELAY": "0",
+    "AUTOTHROTTLE_START_DELAY": "0",
+    "AUTOTHROTTLE_MAX_DELAY": "1",
+    "AUTOTHROTTLE_TARGET_CONCURRENCY": "16",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "16",
+    "CONCURRENT_REQUESTS": "32",
+    "TRIBES_RETRY_BACKOFF": "0.1",
+}
 
 
 class CrawlError(RuntimeError):
@@ -66,18 +71,36 @@ class CrawlSummary:
         return sum(getattr(a, field) for a in self.accounts)
 
     def line(self) -> str:
-        counts = ", ".join(f"{self.total(f)} {f}" for f in
-                           ("new", "updated", "unchanged", "skipped", "errors"))
-        return (f"crawl {self.crawl_id}: {len(self.accounts)} accounts, {counts} "
-                f"({self.requests} requests, {self.seconds:.1f}s)")
+        counts = ", ".join(
+            f"{self.total(f)} {f}" for f in ("new", "updated", "unchanged", "skipped", "errors")
+        )
+        return (
+            f"crawl {self.crawl_id}: {len(self.accounts)} accounts, {counts} "
+            f"({self.requests} requests, {self.seconds:.1f}s)"
+        )
 
 
-def crawl_command(db: Path, sources: Path, report: Path, source: str | None,
-                  max_posts_per_user: int | None, since: date | None,
-                  overrides: dict[str, str]) -> list[str]:
+def crawl_command(
+    db: Path,
+    sources: Path,
+    report: Path,
+    source: str | None,
+    max_posts_per_user: int | None,
+    since: date | None,
+    overrides: dict[str, str],
+) -> list[str]:
     """The subprocess's command line."""
-    command = [sys.executable, "-m", "scrapers.run", "--sources", str(sources), "--db", str(db),
-               "--report", str(report)]
+    command = [
+        sys.executable,
+        "-m",
+        "scrapers.run",
+        "--sources",
+        str(sources),
+        "--db",
+        str(db),
+        "--report",
+        str(report),
+    ]
     if source:
         command += ["--source", source]
     if max_posts_per_user:
@@ -97,24 +120,34 @@ def last_error(log: Path) -> str:
 
 
 @task(retries=2, retry_delay_seconds=5)
-def run_spiders(db: str, sources: str, crawl_id: str, log_dir: str, source: str | None,
-                max_posts_per_user: int | None, since: date | None,
-                overrides: dict[str, str]) -> str:
+def run_spiders(
+    db: str,
+    sources: str,
+    crawl_id: str,
+    log_dir: str,
+    source: str | None,
+    max_posts_per_user: int | None,
+    since: date | None,
+    overrides: dict[str, str],
+) -> str:
     """Run one crawl subprocess (a fresh reactor each attempt); returns its report's path."""
     folder = Path(log_dir)
     folder.mkdir(parents=True, exist_ok=True)
     report, log = folder / f"{crawl_id}.json", folder / f"{crawl_id}.log"
     report.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    command = crawl_command(Path(db), Path(sources), report, source, max_posts_per_user, since,
-                            overrides)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    command = crawl_command(
+        Path(db), Path(sources), report, source, max_posts_per_user, since, overrides
+    )
     with log.open("a", encoding="utf-8") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                              check=False).returncode
+        code = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
     if code != 0 or not report.exists():
-        raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} "
-                         f"(log: {log})")
+        raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} (log: {log})")
     return str(report)
 
 
@@ -125,19 +158,27 @@ def record_start(db: str, wait_seconds: float, source: str | None) -> str:
 
 
 @task(retries=2, retry_delay_seconds=2)
-def record_finish(db: str, wait_seconds: float, crawl_id: str, status: str,
-                  stats: dict | None, error: str | None = None) -> None:
+def record_finish(
+    db: str,
+    wait_seconds: float,
+    crawl_id: str,
+    status: str,
+    stats: dict | None,
+    error: str | None = None,
+) -> None:
     with store.connect(db, wait_seconds=wait_seconds) as con:
         store.finish_crawl(con, crawl_id, status, stats, error)
 
 
 def summarise(crawl_id: str, report: dict, log: str) -> CrawlSummary:
     known = {f.name for f in fields(AccountCounts)}
-    accounts = [AccountCounts(**{k: v for k, v in row.items() if k in known})
-                for row in report["accounts"]]
+    accounts = [
+        AccountCounts(**{k: v for k, v in row.items() if k in known}) for row in report["accounts"]
+    ]
     spiders = report.get("spiders", [])
     return CrawlSummary(
-        crawl_id, accounts,
+        crawl_id,
+        accounts,
         requests=sum(int(s.get("downloader/request_count", 0)) for s in spiders),
         seconds=max((float(s.get("elapsed_time_seconds", 0)) for s in spiders), default=0.0),
         log=log,
@@ -165,21 +206,33 @@ def crawl(
     crawl_id = record_start(db_path, wait, source)
     log_dir = settings.state / "crawls"
     try:
-        report_path = run_spiders(db_path, str(settings.sources.resolve()), crawl_id,
-                                  str(log_dir), source, max_posts_per_user, since,
-                                  dict(scrapy_settings or {}))
+        report_path = run_spiders(
+            db_path,
+            str(settings.sources.resolve()),
+            crawl_id,
+            str(log_dir),
+            source,
+            max_posts_per_user,
+            since,
+            dict(scrapy_settings or {}),
+        )
     except BaseException as exc:
         record_finish(db_path, wait, crawl_id, "failed", None, f"{type(exc).__name__}: {exc}")
         raise
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
-    report["options"] = {"source": source, "max_posts_per_user": max_posts_per_user,
-                         "since": since.isoformat() if since else None}
+    report["options"] = {
+        "source": source,
+        "max_posts_per_user": max_posts_per_user,
+        "since": since.isoformat() if since else None,
+    }
     record_finish(db_path, wait, crawl_id, "completed", report)
     summary = summarise(crawl_id, report, str(log_dir / f"{crawl_id}.log"))
     for row in summary.accounts:  # every account when few, else those with errors
         if len(summary.accounts) <= 20 or row.errors:
-            print(f"{row.source} {row.account}: {row.new} new, {row.updated} updated, "
-                  f"{row.unchanged} unchanged, {row.skipped} skipped, {row.errors} errors")
+            print(
+                f"{row.source} {row.account}: {row.new} new, {row.updated} updated, "
+                f"{row.unchanged} unchanged, {row.skipped} skipped, {row.errors} errors"
+            )
     print(summary.line())
     return summary
 
@@ -193,7 +246,8 @@ def collect_demo_sample(settings: Settings, sample: Path = SAMPLE) -> CrawlSumma
     with LocalPlatforms(posts) as server:
         path = settings.state / "demo-sources.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump({"sources": [server.source("mastodon", "demo")]},
-                                       allow_unicode=True), encoding="utf-8")
-        return crawl(db=str(settings.db), sources=str(path),
-                     scrapy_settings=LOCAL_SERVER_SETTINGS)
+        path.write_text(
+            yaml.safe_dump({"sources": [server.source("mastodon", "demo")]}, allow_unicode=True),
+            encoding="utf-8",
+        )
+        return crawl(db=str(settings.db), sources=str(path), scrapy_settings=LOCAL_SERVER_SETTINGS)

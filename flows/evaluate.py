@@ -45,8 +45,9 @@ def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
             raise ValueError(f"labels file {path.name} lacks columns {sorted(missing)}")
         return table.select("user_id", pl.col("label").cast(pl.Utf8))
     if labels != "label":
-        raise ValueError(f"--labels must be a .csv/.parquet file or the users column 'label', "
-                         f"not {labels!r}")
+        raise ValueError(
+            f"--labels must be a .csv/.parquet file or the users column 'label', not {labels!r}"
+        )
     with store.connect(settings.db, wait_seconds=60) as con:
         return store.read_users(con).select("user_id", "label").drop_nulls()
 
@@ -54,14 +55,19 @@ def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
 def run_members(settings: Settings, run_id: str) -> pl.DataFrame:
     with store.connect(settings.db, wait_seconds=60) as con:
         return store.frame(
-            con, "SELECT user_id, cluster_id, is_outlier FROM user_clusters WHERE run_id = ?",
-            [run_id])
+            con,
+            "SELECT user_id, cluster_id, is_outlier FROM user_clusters WHERE run_id = ?",
+            [run_id],
+        )
 
 
 def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
     with store.connect(settings.db, wait_seconds=60) as con:
-        terms = store.frame(con, "SELECT cluster_id, term FROM cluster_terms WHERE run_id = ? "
-                                 "ORDER BY cluster_id, rank", [run_id])
+        terms = store.frame(
+            con,
+            "SELECT cluster_id, term FROM cluster_terms WHERE run_id = ? ORDER BY cluster_id, rank",
+            [run_id],
+        )
     return [g["term"].to_list()[:10] for _, g in terms.group_by("cluster_id", maintain_order=True)]
 
 
@@ -86,8 +92,9 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
         n_clusters=first["cluster_id"].n_unique(),
         noise_share=float(first["is_outlier"].mean()),
         largest=int(first["cluster_id"].value_counts()["count"].max()),
-        seed_ari=float(np.mean([evaluate.agreement(j["label"], j["cluster_id"])["ari"]
-                                for j in joined])),
+        seed_ari=float(
+            np.mean([evaluate.agreement(j["label"], j["cluster_id"])["ari"] for j in joined])
+        ),
         stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
         npmi=float(np.mean(evaluate.npmi_coherence(corpus_texts(settings), topics))),
         diversity=evaluate.topic_diversity(topics),

@@ -22,9 +22,11 @@ class ImportReport:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
-        return (f"{self.rows} rows: {self.inserted} inserted, {self.updated} updated, "
-                f"{self.unchanged} unchanged, {sum(self.skipped.values())} skipped ({reasons}); "
-                f"{self.users} users")
+        return (
+            f"{self.rows} rows: {self.inserted} inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {sum(self.skipped.values())} skipped ({reasons}); "
+            f"{self.users} users"
+        )
 
 
 def import_file(
@@ -38,13 +40,20 @@ def import_file(
     """Validate the file completely, then upsert its posts and users in one go."""
     source = Path(path)
     table = ingest.read_table(source, fmt, encoding)
-    data = ingest.to_posts(table, columns or ingest.ColumnMap(), platform,
-                           settings.max_post_chars, source.name)
+    data = ingest.to_posts(
+        table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
+    )
     with store.connect(settings.db, wait_seconds=60) as con:
         counts = store.upsert_posts(con, data.posts)
         store.upsert_users(con, data.users)
-    return ImportReport(table.height, counts.inserted, counts.updated, counts.unchanged,
-                        data.skipped, data.users.height)
+    return ImportReport(
+        table.height,
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+        data.skipped,
+        data.users.height,
+    )
 
 
 @flow(name="import")

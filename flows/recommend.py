@@ -42,8 +42,7 @@ def ensure_vectors(settings: Settings, texts: list[str]) -> np.ndarray:
     if todo:
         wanted = {k: t for k, t in zip(keys, texts, strict=True) if k in todo}
         model = embed_step.load_model(spec, settings.device, settings.model_download)
-        vectors = embed_step.encode(model, list(wanted.values()), spec.prefix,
-                                    settings.batch_size)
+        vectors = embed_step.encode(model, list(wanted.values()), spec.prefix, settings.batch_size)
         with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
             store.insert_embeddings(con, spec.model_id, list(wanted), vectors)
     with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
@@ -69,18 +68,24 @@ def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -
         post_vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
     product_vectors = ensure_vectors(settings, rec.product_texts(products))
     term_vectors = ensure_vectors(settings, terms["term"].to_list())
-    rows = rec.recommend_all(posts, post_vectors, products, product_vectors, terms,
-                             term_vectors, settings.recommend_top)
+    rows = rec.recommend_all(
+        posts, post_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
+    )
     with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
         store.write_recommendations(con, run_id, rows)
-    logger.info("ranked %d products for %d clusters and %d users", products.height,
-                rows.filter(pl.col("scope") == "cluster")["scope_id"].n_unique(),
-                rows.filter(pl.col("scope") == "user")["scope_id"].n_unique())
+    logger.info(
+        "ranked %d products for %d clusters and %d users",
+        products.height,
+        rows.filter(pl.col("scope") == "cluster")["scope_id"].n_unique(),
+        rows.filter(pl.col("scope") == "user")["scope_id"].n_unique(),
+    )
     return rows.height
 
 
 def recommendations_for(
-    settings: Settings, user: str | None = None, cluster: int | None = None,
+    settings: Settings,
+    user: str | None = None,
+    cluster: int | None = None,
     run_id: str | None = None,
 ) -> tuple[str, pl.DataFrame]:
     """(title, ranked products) for one user or cluster of a run (default: the latest);
@@ -95,12 +100,16 @@ def recommendations_for(
             raise store.StoreError(f"no run {run_id!r}: `tribes runs` lists them")
         if store.scalar(con, "SELECT count(*) FROM products") == 0:
             raise rec.RecommendError(
-                "no product catalogue: run `tribes products import FILE`, then `tribes refresh`")
-        if store.scalar(con, "SELECT count(*) FROM recommendations WHERE run_id = ?",
-                        [run_id]) == 0:
+                "no product catalogue: run `tribes products import FILE`, then `tribes refresh`"
+            )
+        if (
+            store.scalar(con, "SELECT count(*) FROM recommendations WHERE run_id = ?", [run_id])
+            == 0
+        ):
             raise rec.RecommendError(
                 f"run {run_id} has no recommendations (catalogue imported later?): "
-                "run `tribes refresh`")
+                "run `tribes refresh`"
+            )
         if cluster is not None:
             clusters = store.run_clusters(con, run_id)
             if cluster not in clusters["cluster_id"].to_list():
@@ -114,8 +123,9 @@ def recommendations_for(
             raise rec.RecommendError(f"no user {user!r} in the database")
         if matches.height > 1:
             shown = ", ".join(f"{p}:{u}" for p, u in matches.select("platform", "user_id").rows())
-            raise rec.RecommendError(f"{user!r} names {matches.height} users ({shown}): "
-                                     "pass platform:user_id")
+            raise rec.RecommendError(
+                f"{user!r} names {matches.height} users ({shown}): pass platform:user_id"
+            )
         who = matches.row(0, named=True)
         if who["n_posts"] == 0:
             raise rec.RecommendError(f"user {user} has no posts: nothing to recommend from")
@@ -124,5 +134,6 @@ def recommendations_for(
         if found.height == 0:
             raise rec.RecommendError(
                 f"user {user} ({who['n_posts']} posts) was not clustered in run {run_id}: "
-                f"a user needs {settings.min_posts_per_user} distinct posts")
+                f"a user needs {settings.min_posts_per_user} distinct posts"
+            )
         return f"user {who['name']} ({key}) · run {run_id}", found

@@ -31,7 +31,6 @@ from pipeline import store
 from pipeline.settings import ProfileMethod, Settings, load_settings
 
 
-
 def pipeline_code_version() -> str:
     """A digest of the pipeline's source: new step code never reuses old cached results."""
     digest = hashlib.sha256()
@@ -53,12 +52,16 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's resu
 
 def stage_key(settings: Settings, stage: str) -> list[Any]:
     """The database, the code version and the settings that a stage's result depends on."""
-    return [str(settings.db.resolve()), CODE_VERSION,
-            *(getattr(settings, name) for name in STAGE_SETTINGS[stage])]
+    return [
+        str(settings.db.resolve()),
+        CODE_VERSION,
+        *(getattr(settings, name) for name in STAGE_SETTINGS[stage]),
+    ]
 
 
 def cached(stage: str):
     """Cache on the task's small inputs and its stage's settings (not on every setting)."""
+
     def key(_ctx: Any, params: dict[str, Any]) -> str:
         return json.dumps(stage_key(params["settings"], stage), default=str)
 
@@ -135,7 +138,9 @@ def load_post_vectors(settings: Settings, clean_path: str, model_id: str):
 def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """Distinct users (platform, user_id, n_posts) and each post's row in that table."""
     users = (
-        posts.group_by("platform", "user_id").len("n_posts").sort("platform", "user_id")
+        posts.group_by("platform", "user_id")
+        .len("n_posts")
+        .sort("platform", "user_id")
         .with_row_index("user_row")
     )
     owner = posts.join(users, on=["platform", "user_id"], how="left", maintain_order="left")
@@ -149,8 +154,12 @@ def profile(settings: Settings, clean_path: str, model_id: str) -> str:
         posts, vectors = load_post_vectors(settings, clean_path, model_id)
         users, owner = user_index(posts)
         profiles = profile_step.build_profiles(
-            owner, vectors, users.height, settings.profile_method,
-            settings.profile_remove_components, settings.random_state,
+            owner,
+            vectors,
+            users.height,
+            settings.profile_method,
+            settings.profile_remove_components,
+            settings.random_state,
         )
         np.savez(out, profiles=profiles)
         users.write_parquet(out.with_suffix(".users.parquet"))
@@ -162,11 +171,16 @@ def reduce(settings: Settings, profile_path: str) -> str:
     out = artifact(settings, "reduce", "npz", profile_path)
     if not out.exists():
         profiles = np.load(profile_path)["profiles"]
-        space = reduce_step.umap_reduce(profiles, settings.umap_n_components,
-                                        settings.umap_n_neighbors, settings.umap_min_dist,
-                                        settings.random_state)
-        plane = reduce_step.umap_reduce(profiles, 2, settings.umap_n_neighbors, 0.1,
-                                        settings.random_state)
+        space = reduce_step.umap_reduce(
+            profiles,
+            settings.umap_n_components,
+            settings.umap_n_neighbors,
+            settings.umap_min_dist,
+            settings.random_state,
+        )
+        plane = reduce_step.umap_reduce(
+            profiles, 2, settings.umap_n_neighbors, 0.1, settings.random_state
+        )
         np.savez(out, space=space, plane=plane)
     return str(out)
 
@@ -199,15 +213,22 @@ def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str)
         members = pl.read_parquet(cluster_path)
         with open_db(settings) as con:
             names = store.read_users(con).select("platform", "user_id", "display_name")
-        posts = posts.join(members.select("platform", "user_id", "cluster_id"),
-                           on=["platform", "user_id"], maintain_order="left")
+        posts = posts.join(
+            members.select("platform", "user_id", "cluster_id"),
+            on=["platform", "user_id"],
+            maintain_order="left",
+        )
         n_clusters = int(members["cluster_id"].max()) + 1
         cluster_of_post = posts["cluster_id"].to_numpy()
         _, owner = user_index(posts)
-        terms = label_step.cluster_terms(posts["text_clean"].to_list(), cluster_of_post,
-                                         n_clusters, settings.top_terms, owner)
+        terms = label_step.cluster_terms(
+            posts["text_clean"].to_list(), cluster_of_post, n_clusters, settings.top_terms, owner
+        )
         examples = label_step.representative_posts(
-            vectors - vectors.mean(axis=0), cluster_of_post, owner, n_clusters,
+            vectors - vectors.mean(axis=0),
+            cluster_of_post,
+            owner,
+            n_clusters,
             settings.representative_posts,
         )
         texts = posts["text_clean"].to_list()
@@ -220,22 +241,30 @@ def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str)
                 "probability", descending=True
             )
             top = terms.filter(pl.col("cluster_id") == cluster_id).sort("rank")["term"].to_list()
-            rows.append({
-                "cluster_id": cluster_id,
-                "label": label_step.short_label(top, settings.label_terms),
-                "size": group.height,
-                "n_outliers": int(group["is_outlier"].sum()),
-                "example_users": group["name"].head(5).to_list(),
-                "representative_posts": [texts[i][:280] for i in examples[cluster_id]],
-            })
+            rows.append(
+                {
+                    "cluster_id": cluster_id,
+                    "label": label_step.short_label(top, settings.label_terms),
+                    "size": group.height,
+                    "n_outliers": int(group["is_outlier"].sum()),
+                    "example_users": group["name"].head(5).to_list(),
+                    "representative_posts": [texts[i][:280] for i in examples[cluster_id]],
+                }
+            )
         pl.DataFrame(rows).write_parquet(out)
         terms.write_parquet(out.with_suffix(".terms.parquet"))
     return str(out)
 
 
 @task(retries=2, retry_delay_seconds=2)
-def publish(settings: Settings, run_id: str, clean_path: str, cluster_path: str,
-            label_path: str, timings: dict[str, float]) -> None:
+def publish(
+    settings: Settings,
+    run_id: str,
+    clean_path: str,
+    cluster_path: str,
+    label_path: str,
+    timings: dict[str, float],
+) -> None:
     """Write the run's results and mark it completed, atomically."""
     members = pl.read_parquet(cluster_path)
     clusters = pl.read_parquet(label_path)
@@ -274,8 +303,12 @@ def refresh(
     `full=True` ignores every cache (the embeddings stored in DuckDB are kept).
     """
     settings = load_settings(
-        db=db, model=model, profile_method=profile_method, umap_n_components=umap_n_components,
-        umap_n_neighbors=umap_n_neighbors, min_cluster_size=min_cluster_size,
+        db=db,
+        model=model,
+        profile_method=profile_method,
+        umap_n_components=umap_n_components,
+        umap_n_neighbors=umap_n_neighbors,
+        min_cluster_size=min_cluster_size,
         random_state=random_state,
     )
     if full:
@@ -288,14 +321,22 @@ def refresh(
     try:
         clean_path = timed(timings, "clean", clean.with_options(**opts), settings, version)
         timed(timings, "embed", embed.with_options(**opts), settings, clean_path, model_id)
-        profile_path = timed(timings, "profile", profile.with_options(**opts), settings,
-                             clean_path, model_id)
-        reduce_path = timed(timings, "reduce", reduce.with_options(**opts), settings,
-                            profile_path)
-        cluster_path = timed(timings, "cluster", cluster.with_options(**opts), settings,
-                             profile_path, reduce_path)
-        label_path = timed(timings, "label", label.with_options(**opts), settings, clean_path,
-                           model_id, cluster_path)
+        profile_path = timed(
+            timings, "profile", profile.with_options(**opts), settings, clean_path, model_id
+        )
+        reduce_path = timed(timings, "reduce", reduce.with_options(**opts), settings, profile_path)
+        cluster_path = timed(
+            timings, "cluster", cluster.with_options(**opts), settings, profile_path, reduce_path
+        )
+        label_path = timed(
+            timings,
+            "label",
+            label.with_options(**opts),
+            settings,
+            clean_path,
+            model_id,
+            cluster_path,
+        )
         publish(settings, run_id, clean_path, cluster_path, label_path, timings)
     except BaseException as exc:
         mark_failed(settings, run_id, f"{type(exc).__name__}: {exc}")

@@ -38,8 +38,9 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> report_step
     )
 
 
-def write_report(settings: Settings, run_id: str | None = None,
-                 out_dir: Path | None = None) -> Path:
+def write_report(
+    settings: Settings, run_id: str | None = None, out_dir: Path | None = None
+) -> Path:
     """Write report.html and map.png of a run (default: the latest completed one); returns the
     HTML path, by default `reports_dir/RUN_ID/report.html`."""
     with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
@@ -71,12 +72,14 @@ def insight(settings: Settings, run_id: str, clean_path: str, model_id: str) -> 
         started = time.perf_counter()
         recommend(settings, run_id, clean_path, model_id)
         with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
-            store.add_run_timings(con, run_id, {"recommend": round(time.perf_counter() - started,
-                                                                   3)})
+            store.add_run_timings(
+                con, run_id, {"recommend": round(time.perf_counter() - started, 3)}
+            )
         path = report(settings, run_id)
     except Exception as exc:  # logged; the run stays completed
-        logger.error("run %s completed, but its report failed: %s: %s", run_id,
-                     type(exc).__name__, exc)
+        logger.error(
+            "run %s completed, but its report failed: %s: %s", run_id, type(exc).__name__, exc
+        )
         return None
     logger.info("report: %s", path)
     return path

@@ -69,7 +69,9 @@ def pick_device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(spec: ModelSpec, device: str | None = None, download: bool = False) -> SentenceTransformer:
+def load_model(
+    spec: ModelSpec, device: str | None = None, download: bool = False
+) -> SentenceTransformer:
     """Load the model from a path or the local Hugging Face cache (the hub only if `download`)."""
     from sentence_transformers import SentenceTransformer
 
@@ -82,7 +84,8 @@ def load_model(spec: ModelSpec, device: str | None = None, download: bool = Fals
         hint = (
             "not a local path and not in the Hugging Face cache; pass a model directory, "
             "or set model_download = true (TRIBES_MODEL_DOWNLOAD=1) where the hub is reachable"
-            if local_only else str(exc).splitlines()[0]
+            if local_only
+            else str(exc).splitlines()[0]
         )
         raise ModelError(f"cannot load model {spec.name!r}: {hint}") from exc
     model.max_seq_length = min(spec.max_seq_length, model.max_seq_length or spec.max_seq_length)

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class IngestError(ValueError):
@@ -42,7 +49,8 @@ def detect_format(path: Path, fmt: str | None) -> str:
         return FORMATS[path.suffix.lower()]
     except KeyError:
         raise IngestError(
-            f"{path.name}: cannot tell the format from {path.suffix!r}; pass --format csv|jsonl|parquet"
+            f"{path.name}: cannot tell the format from {path.suffix!r}; "
+            "pass --format csv|jsonl|parquet"
         ) from None
 
 
@@ -87,7 +95,11 @@ def parse_time(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         return column.dt.replace_time_zone(None)
     if dtype.is_numeric():
         return pl.from_epoch(column.cast(pl.Int64), time_unit="s")
-    return column.cast(pl.Utf8).str.to_datetime(strict=False, time_zone="UTC").dt.replace_time_zone(None)
+    return (
+        column.cast(pl.Utf8)
+        .str.to_datetime(strict=False, time_zone="UTC")
+        .dt.replace_time_zone(None)
+    )
 
 
 def to_posts(
@@ -97,8 +109,11 @@ def to_posts(
     if table.height == 0:
         raise IngestError(f"{name} has no rows")
     require_columns(table, columns, name)
-    time_expr = (parse_time(pl.col(columns.time), table.schema[columns.time])
-                 if columns.time else pl.lit(None, pl.Datetime))
+    time_expr = (
+        parse_time(pl.col(columns.time), table.schema[columns.time])
+        if columns.time
+        else pl.lit(None, pl.Datetime)
+    )
     frame = table.select(
         pl.lit(platform).alias("platform"),
         pl.col(columns.id).cast(pl.Utf8).str.strip_chars().alias("post_id"),
@@ -107,22 +122,32 @@ def to_posts(
         pl.col(columns.text).cast(pl.Utf8).alias("text"),
         pl.lit(None, pl.Utf8).alias("url"),
         pl.lit("post").alias("kind"),
-        (pl.col(columns.label).cast(pl.Utf8) if columns.label else pl.lit(None, pl.Utf8)).alias("label"),
-        (pl.col(columns.name).cast(pl.Utf8) if columns.name else pl.lit(None, pl.Utf8)).alias("display_name"),
+        (pl.col(columns.label).cast(pl.Utf8) if columns.label else pl.lit(None, pl.Utf8)).alias(
+            "label"
+        ),
+        (pl.col(columns.name).cast(pl.Utf8) if columns.name else pl.lit(None, pl.Utf8)).alias(
+            "display_name"
+        ),
     )
     reason = (
-        pl.when(pl.col("post_id").is_null() | (pl.col("post_id") == "")).then(pl.lit("missing post id"))
-        .when(pl.col("user_id").is_null() | (pl.col("user_id") == "")).then(pl.lit("missing user id"))
-        .when(pl.col("text").is_null() | (pl.col("text").str.strip_chars() == "")).then(pl.lit("empty text"))
-        .when(pl.col("text").str.len_chars() > max_chars).then(pl.lit(f"text longer than {max_chars} chars"))
-        .when(pl.col("post_id").is_duplicated()).then(pl.lit("duplicate post id in file"))
+        pl.when(pl.col("post_id").is_null() | (pl.col("post_id") == ""))
+        .then(pl.lit("missing post id"))
+        .when(pl.col("user_id").is_null() | (pl.col("user_id") == ""))
+        .then(pl.lit("missing user id"))
+        .when(pl.col("text").is_null() | (pl.col("text").str.strip_chars() == ""))
+        .then(pl.lit("empty text"))
+        .when(pl.col("text").str.len_chars() > max_chars)
+        .then(pl.lit(f"text longer than {max_chars} chars"))
+        .when(pl.col("post_id").is_duplicated())
+        .then(pl.lit("duplicate post id in file"))
     )
     frame = frame.with_columns(reason=reason)
     # a duplicated id keeps its last row; the earlier copies count as skipped
     last = pl.col("post_id").cum_count().over("post_id") == pl.len().over("post_id")
     frame = frame.with_columns(
         reason=pl.when((pl.col("reason") == "duplicate post id in file") & last)
-        .then(None).otherwise(pl.col("reason"))
+        .then(None)
+        .otherwise(pl.col("reason"))
     )
     skipped = frame.filter(pl.col("reason").is_not_null())["reason"].value_counts()
     kept = frame.filter(pl.col("reason").is_null())

@@ -33,12 +33,14 @@ def ctfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
 
 def indicator(rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
     """A (n_rows x len(rows)) 0/1 matrix putting item i in row rows[i]."""
-    return sp.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))),
-                         shape=(n_rows, len(rows)))
+    return sp.csr_matrix(
+        (np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(n_rows, len(rows))
+    )
 
 
-def member_spread(doc_counts: sp.csr_matrix, owner: np.ndarray,
-                  cluster_of_text: np.ndarray, n_clusters: int) -> np.ndarray:
+def member_spread(
+    doc_counts: sp.csr_matrix, owner: np.ndarray, cluster_of_text: np.ndarray, n_clusters: int
+) -> np.ndarray:
     """Per cluster and term, the share of the cluster's users who use the term at all."""
     n_users = int(owner.max()) + 1
     used = (indicator(owner, n_users) @ doc_counts) > 0
@@ -68,8 +70,9 @@ def cluster_terms(
     try:
         doc_counts = vectorizer.fit_transform(texts)
     except ValueError:  # nothing but stop words
-        return pl.DataFrame(schema={"cluster_id": pl.Int32, "term": pl.Utf8,
-                                    "weight": pl.Float64, "rank": pl.Int32})
+        return pl.DataFrame(
+            schema={"cluster_id": pl.Int32, "term": pl.Utf8, "weight": pl.Float64, "rank": pl.Int32}
+        )
     weights = ctfidf(sp.csr_matrix(indicator(cluster_of_text, n_clusters) @ doc_counts)).toarray()
     if owner is not None:
         weights *= member_spread(doc_counts, owner, cluster_of_text, n_clusters)
@@ -83,8 +86,9 @@ def cluster_terms(
             if weights[cluster_id, t] > 0
         ]
     return pl.DataFrame(
-        rows, schema={"cluster_id": pl.Int32, "term": pl.Utf8, "weight": pl.Float64,
-                      "rank": pl.Int32}, orient="row",
+        rows,
+        schema={"cluster_id": pl.Int32, "term": pl.Utf8, "weight": pl.Float64, "rank": pl.Int32},
+        orient="row",
     )
 
 

@@ -18,8 +18,14 @@ from pipeline.clean import clean_text, text_hash
 
 REQUIRED = ("id", "name", "description")
 OPTIONAL = ("category", "url")
-FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 URL_OK = re.compile(r"^https?://[^\s<>\"']+$", re.IGNORECASE)
 MAX_TEXT = 5_000
 MIN_REASON_WORDS = 5
@@ -74,14 +80,18 @@ def _as_text(table: pl.DataFrame, column: str) -> pl.Expr:
 def row_problem() -> pl.Expr:
     """Why a catalogue row is bad (null when it is fine)."""
     return (
-        pl.when(pl.col("id").is_null()).then(pl.lit("missing id"))
-        .when(pl.col("name").is_null()).then(pl.lit("missing name"))
-        .when(pl.col("description").is_null()).then(pl.lit("missing description"))
+        pl.when(pl.col("id").is_null())
+        .then(pl.lit("missing id"))
+        .when(pl.col("name").is_null())
+        .then(pl.lit("missing name"))
+        .when(pl.col("description").is_null())
+        .then(pl.lit("missing description"))
         .when((pl.col("name").str.len_chars() + pl.col("description").str.len_chars()) > MAX_TEXT)
         .then(pl.lit(f"name + description longer than {MAX_TEXT} characters"))
         .when(pl.col("url").is_not_null() & ~pl.col("url").str.contains(URL_OK.pattern))
         .then(pl.lit("url must start with http:// or https://"))
-        .when(pl.col("id").is_duplicated()).then(pl.lit("duplicate id"))
+        .when(pl.col("id").is_duplicated())
+        .then(pl.lit("duplicate id"))
     )
 
 
@@ -168,8 +178,9 @@ def best_post(post_vectors: np.ndarray, product: np.ndarray) -> int:
     return int(np.argmax(post_vectors @ product))
 
 
-def matching_terms(term_vectors: np.ndarray, terms: list[str], product: np.ndarray,
-                   n: int = 3) -> list[str]:
+def matching_terms(
+    term_vectors: np.ndarray, terms: list[str], product: np.ndarray, n: int = 3
+) -> list[str]:
     """The `n` cluster terms closest in meaning to the product, best first."""
     if not terms:
         return []
@@ -196,10 +207,15 @@ def user_reason(post: str) -> str:
 
 def recommendations_frame(rows: list[dict]) -> pl.DataFrame:
     """Rows of (scope, scope_id, product_id, score, rank, reason) as a typed frame."""
-    schema = {"scope": pl.Utf8, "scope_id": pl.Utf8, "product_id": pl.Utf8,
-              "score": pl.Float64, "rank": pl.Int32, "reason": pl.Utf8}
+    schema = {
+        "scope": pl.Utf8,
+        "scope_id": pl.Utf8,
+        "product_id": pl.Utf8,
+        "score": pl.Float64,
+        "rank": pl.Int32,
+        "reason": pl.Utf8,
+    }
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-
 
 
 def recommend_all(
@@ -236,8 +252,9 @@ def recommend_all(
         ("cluster", [str(c) for c in cluster_ids], cluster_of_post),
         ("user", user_keys, user_of_post),
     ):
-        order, scores = rank(interests(post_vectors, group_of_post, len(keys), keys),
-                             product_vectors, top_k)
+        order, scores = rank(
+            interests(post_vectors, group_of_post, len(keys), keys), product_vectors, top_k
+        )
         for g, key in enumerate(keys):
             own = np.flatnonzero(group_of_post == g)
             if wordy[own].any():  # explain with a sentence rather than a caption
@@ -247,11 +264,20 @@ def recommend_all(
                 post = texts[own[best_post(post_vectors[own], vector)]]
                 if scope == "cluster":
                     mask = (terms["cluster_id"] == cluster_ids[g]).to_numpy()
-                    words = matching_terms(term_vectors[mask], terms.filter(mask)["term"].to_list(),
-                                           vector)
+                    words = matching_terms(
+                        term_vectors[mask], terms.filter(mask)["term"].to_list(), vector
+                    )
                     reason = cluster_reason(words, post)
                 else:
                     reason = user_reason(post)
-                rows.append({"scope": scope, "scope_id": key, "product_id": product_ids[item],
-                             "score": float(score), "rank": r, "reason": reason})
+                rows.append(
+                    {
+                        "scope": scope,
+                        "scope_id": key,
+                        "product_id": product_ids[item],
+                        "score": float(score),
+                        "rank": r,
+                        "reason": reason,
+                    }
+                )
     return recommendations_frame(rows)

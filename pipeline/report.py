@@ -24,9 +24,26 @@ from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
 # Okabe-Ito and Tableau 10: distinguishable, colour-blind friendly first
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-           "#000000", "#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#B07AA1", "#76B7B2",
-           "#EDC948", "#FF9DA7", "#9C755F", "#BAB0AC"]
+PALETTE = [
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+    "#4E79A7",
+    "#F28E2B",
+    "#59A14F",
+    "#E15759",
+    "#B07AA1",
+    "#76B7B2",
+    "#EDC948",
+    "#FF9DA7",
+    "#9C755F",
+    "#BAB0AC",
+]
 NOISE_COLOR = "#9e9e9e"
 MATCH_JACCARD = 0.3  # a cluster continues a previous one when their members overlap this much
 MEMBER_CHIPS = 24
@@ -79,8 +96,13 @@ def color_of(cluster_id: int, order: list[int]) -> str:
 def script_json(value: object) -> Markup:
     """JSON safe to place inside <script>: no `</script>`, `<!--` or line separators survive."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return Markup(text)
 
@@ -111,11 +133,13 @@ def compare_runs(data: ReportData) -> Changes:
     now_of = dict(zip(now["key"], now["cluster_id"], strict=True))
     before_of = dict(zip(before["key"], before["cluster_id"], strict=True))
     name_of = dict(zip(now["key"], now["name"], strict=True)) | {
-        k: n for k, n in zip(before["key"], before["name"], strict=True) if k not in now_of}
+        k: n for k, n in zip(before["key"], before["name"], strict=True) if k not in now_of
+    }
     groups_now = {c: set(g["key"]) for (c,), g in now.group_by("cluster_id")}
     groups_before = {c: set(g["key"]) for (c,), g in before.group_by("cluster_id")}
-    prev_label = dict(zip(data.previous_clusters["cluster_id"],
-                          data.previous_clusters["label"], strict=True))
+    prev_label = dict(
+        zip(data.previous_clusters["cluster_id"], data.previous_clusters["label"], strict=True)
+    )
     cur_label = dict(zip(data.clusters["cluster_id"], data.clusters["label"], strict=True))
 
     def where(cluster_id: int | None, labels: dict[int, str], missing: str) -> str:
@@ -143,8 +167,14 @@ def compare_runs(data: ReportData) -> Changes:
         )
         by_cluster[cluster_id] = change
     sizes = {c: len(k) for c, k in groups_before.items()}
-    vanished = sorted(((c, prev_label.get(c, f"cluster {c}"), sizes[c])
-                       for c in groups_before if c not in continued), key=lambda v: -v[2])
+    vanished = sorted(
+        (
+            (c, prev_label.get(c, f"cluster {c}"), sizes[c])
+            for c in groups_before
+            if c not in continued
+        ),
+        key=lambda v: -v[2],
+    )
     return Changes(data.previous_run_id, by_cluster, vanished)
 
 
@@ -155,8 +185,9 @@ def _anchors(members: pl.DataFrame) -> pl.DataFrame:
     """Where each cluster's label goes: just above its confident members, centred on them."""
     confident = members.filter(~pl.col("is_outlier"))
     use = confident if confident.height else members
-    return use.group_by("cluster_id").agg(pl.col("x").median(), pl.col("y").max()).sort(
-        "cluster_id")
+    return (
+        use.group_by("cluster_id").agg(pl.col("x").median(), pl.col("y").max()).sort("cluster_id")
+    )
 
 
 def map_figure(data: ReportData):
@@ -173,30 +204,52 @@ def map_figure(data: ReportData):
         terms = ", ".join(t for t, _ in top_terms(data.terms, cluster_id, 6))
         hover = [
             "<b>{}</b><br>cluster {}: {}<br>top terms: {}{}".format(
-                html.escape(name), cluster_id, html.escape(label), html.escape(terms),
-                f"<br>known label: {html.escape(known)}" if known else "")
+                html.escape(name),
+                cluster_id,
+                html.escape(label),
+                html.escape(terms),
+                f"<br>known label: {html.escape(known)}" if known else "",
+            )
             for name, known in zip(group["name"], group["known_label"], strict=True)
         ]
-        fig.add_trace(go.Scatter(
-            x=group["x"].to_list(), y=group["y"].to_list(), mode="markers",
-            name=html.escape(f"{cluster_id}: {label} ({group.height})"),
-            text=hover, hoverinfo="text",
-            marker={"size": 9, "color": color_of(cluster_id, order),
+        fig.add_trace(
+            go.Scatter(
+                x=group["x"].to_list(),
+                y=group["y"].to_list(),
+                mode="markers",
+                name=html.escape(f"{cluster_id}: {label} ({group.height})"),
+                text=hover,
+                hoverinfo="text",
+                marker={
+                    "size": 9,
+                    "color": color_of(cluster_id, order),
                     "opacity": [0.35 if o else 0.85 for o in group["is_outlier"]],
-                    "line": {"width": 0.5, "color": "white"}},
-        ))
+                    "line": {"width": 0.5, "color": "white"},
+                },
+            )
+        )
     for row in _anchors(data.members).iter_rows(named=True):
         label = html.escape(label_of(data.clusters, row["cluster_id"]))
         fig.add_annotation(
-            x=row["x"], y=row["y"], text=f"<b>{label}</b>",
-            showarrow=False, yanchor="bottom", yshift=6, font={"size": 13, "color": "#1b1b1b"},
-            bgcolor="rgba(255,255,255,0.8)", bordercolor=color_of(row["cluster_id"], order),
-            borderwidth=1.5, borderpad=3,
+            x=row["x"],
+            y=row["y"],
+            text=f"<b>{label}</b>",
+            showarrow=False,
+            yanchor="bottom",
+            yshift=6,
+            font={"size": 13, "color": "#1b1b1b"},
+            bgcolor="rgba(255,255,255,0.8)",
+            bordercolor=color_of(row["cluster_id"], order),
+            borderwidth=1.5,
+            borderpad=3,
         )
     fig.update_layout(
-        template="plotly_white", height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        template="plotly_white",
+        height=620,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h", "yanchor": "top", "y": -0.01, "itemsizing": "constant"},
-        xaxis={"visible": False}, yaxis={"visible": False},
+        xaxis={"visible": False},
+        yaxis={"visible": False},
         hoverlabel={"align": "left"},
     )
     return fig
@@ -215,22 +268,45 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
         for cluster_id in order:
             group = data.members.filter(pl.col("cluster_id") == cluster_id)
             alpha = np.where(group["is_outlier"].to_numpy(), 0.3, 0.85)
-            ax.scatter(group["x"].to_numpy(), group["y"].to_numpy(), s=28,
-                       color=color_of(cluster_id, order), alpha=alpha, linewidths=0.4,
-                       edgecolors="white",
-                       label=f"{label_of(data.clusters, cluster_id)} ({group.height})")
+            ax.scatter(
+                group["x"].to_numpy(),
+                group["y"].to_numpy(),
+                s=28,
+                color=color_of(cluster_id, order),
+                alpha=alpha,
+                linewidths=0.4,
+                edgecolors="white",
+                label=f"{label_of(data.clusters, cluster_id)} ({group.height})",
+            )
         for row in _anchors(data.members).iter_rows(named=True):
-            ax.annotate(label_of(data.clusters, row["cluster_id"]), (row["x"], row["y"]),
-                        xytext=(0, 7), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=11, fontweight="bold", parse_math=False,
-                        bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "alpha": 0.85,
-                              "edgecolor": color_of(row["cluster_id"], order)})
-        ax.set_title(f"Tribes · run {data.run['run_id']}: {data.members.height} users in "
-                     f"{len(order)} clusters", fontsize=12, loc="left")
+            ax.annotate(
+                label_of(data.clusters, row["cluster_id"]),
+                (row["x"], row["y"]),
+                xytext=(0, 7),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=11,
+                fontweight="bold",
+                parse_math=False,
+                bbox={
+                    "boxstyle": "round,pad=0.3",
+                    "facecolor": "white",
+                    "alpha": 0.85,
+                    "edgecolor": color_of(row["cluster_id"], order),
+                },
+            )
+        ax.set_title(
+            f"Tribes · run {data.run['run_id']}: {data.members.height} users in "
+            f"{len(order)} clusters",
+            fontsize=12,
+            loc="left",
+        )
         ax.set_axis_off()
         ax.margins(0.08)
-        legend = ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
-                           frameon=False, markerscale=1.2)
+        legend = ax.legend(
+            loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False, markerscale=1.2
+        )
         for text in legend.get_texts():
             text.set_parse_math(False)
         fig.tight_layout()
@@ -247,8 +323,9 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
 @cache
 def _template():
     source = resources.files("pipeline").joinpath("report.html.j2").read_text(encoding="utf-8")
-    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True)
+    env = Environment(
+        autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters["num"] = lambda v, digits=3: "" if v is None else f"{v:.{digits}g}"
     env.filters["when"] = lambda v: "—" if v is None else f"{v:%Y-%m-%d %H:%M:%S}"
     return env.from_string(source)
@@ -261,8 +338,10 @@ def content_security_policy(scripts: list[str]) -> str:
         f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
         for s in scripts
     )
-    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
-            "img-src data: blob:; base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "img-src data: blob:; base-uri 'none'; form-action 'none'"
+    )
 
 
 @cache
@@ -279,9 +358,16 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
     """The per-cluster blocks of the page, largest cluster first."""
     order = data.clusters["cluster_id"].to_list()
     recs = data.recommendations
-    user_top = {} if recs.height == 0 else {
-        r["scope_id"]: r for r in recs.filter((pl.col("scope") == "user") & (pl.col("rank") == 1))
-        .iter_rows(named=True)}
+    user_top = (
+        {}
+        if recs.height == 0
+        else {
+            r["scope_id"]: r
+            for r in recs.filter((pl.col("scope") == "user") & (pl.col("rank") == 1)).iter_rows(
+                named=True
+            )
+        }
+    )
     views = []
     for row in data.clusters.iter_rows(named=True):
         cluster_id = row["cluster_id"]
@@ -293,20 +379,34 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
             for m in members.iter_rows(named=True)
         ]
         known = members["known_label"].drop_nulls().value_counts(sort=True).head(4)
-        views.append({
-            "id": cluster_id, "label": row["label"], "size": row["size"],
-            "n_outliers": row["n_outliers"], "color": color_of(cluster_id, order),
-            "terms": [{"term": t, "weight": w, "pct": round(100 * w / heaviest, 1)}
-                      for t, w in terms],
-            "posts": row["representative_posts"] or [],
-            "members": member_rows[:MEMBER_ROWS], "chips": member_rows[:MEMBER_CHIPS],
-            "known": list(zip(known["known_label"].to_list(), known["count"].to_list(),
-                              strict=True)) if known.height else [],
-            "change": changes.by_cluster.get(cluster_id),
-            "recs": [] if recs.height == 0 else recs.filter(
-                (pl.col("scope") == "cluster") & (pl.col("scope_id") == str(cluster_id))
-            ).sort("rank").to_dicts(),
-        })
+        views.append(
+            {
+                "id": cluster_id,
+                "label": row["label"],
+                "size": row["size"],
+                "n_outliers": row["n_outliers"],
+                "color": color_of(cluster_id, order),
+                "terms": [
+                    {"term": t, "weight": w, "pct": round(100 * w / heaviest, 1)} for t, w in terms
+                ],
+                "posts": row["representative_posts"] or [],
+                "members": member_rows[:MEMBER_ROWS],
+                "chips": member_rows[:MEMBER_CHIPS],
+                "known": list(
+                    zip(known["known_label"].to_list(), known["count"].to_list(), strict=True)
+                )
+                if known.height
+                else [],
+                "change": changes.by_cluster.get(cluster_id),
+                "recs": []
+                if recs.height == 0
+                else recs.filter(
+                    (pl.col("scope") == "cluster") & (pl.col("scope_id") == str(cluster_id))
+                )
+                .sort("rank")
+                .to_dicts(),
+            }
+        )
     return views
 
 
@@ -325,8 +425,10 @@ def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
     return _template().render(
         run=run,
         settings=sorted((run.get("settings") or {}).items()),
-        timings=[{"stage": k, "seconds": v, "pct": round(100 * v / slowest, 1)}
-                 for k, v in timings.items()],
+        timings=[
+            {"stage": k, "seconds": v, "pct": round(100 * v / slowest, 1)}
+            for k, v in timings.items()
+        ],
         clusters=cluster_views(data, changes),
         changes=changes,
         n_products=data.n_products,

@@ -15,8 +15,14 @@ from pydantic_settings import (
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ProfileMethod = Literal["mean", "centered_mean", "debiased_mean"]
-CRAWL_SETTINGS = {"sources", "user_agent", "crawl_delay", "crawl_concurrency_per_domain",
-                  "crawl_retries", "crawl_batch_size"}
+CRAWL_SETTINGS = {
+    "sources",
+    "user_agent",
+    "crawl_delay",
+    "crawl_concurrency_per_domain",
+    "crawl_retries",
+    "crawl_batch_size",
+}
 
 
 class Settings(BaseSettings):
@@ -83,7 +89,8 @@ class Settings(BaseSettings):
     sources: Path = Field(Path("sources.yaml"), description="what `tribes crawl` collects")
     user_agent: str = Field(
         "TribesBot/0.1 (research crawler)",
-        min_length=8, description="identifies the crawler to sites: put a contact URL in it",
+        min_length=8,
+        description="identifies the crawler to sites: put a contact URL in it",
     )
     crawl_delay: float = Field(1.0, ge=0.0, description="least seconds between requests to a site")
     crawl_concurrency_per_domain: int = Field(2, ge=1, le=64)
@@ -132,8 +139,15 @@ class Settings(BaseSettings):
 
     def analysis_fingerprint(self) -> dict[str, object]:
         """The settings that change a refresh's results (not where files live)."""
-        where = {"db", "state_dir", "device", "embed_chunk", "model_download",
-                 "lock_wait_seconds", "reports_url"}
+        where = {
+            "db",
+            "state_dir",
+            "device",
+            "embed_chunk",
+            "model_download",
+            "lock_wait_seconds",
+            "reports_url",
+        }
         return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
 
 

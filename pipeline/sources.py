@@ -1,12 +1,12 @@
 """The `sources.yaml` file: which accounts `tribes crawl` collects, validated into typed sources.
 
-    sources:
-      - name: fediverse
-        platform: mastodon            # mastodon | bluesky | rss | html
-        api: https://mastodon.social  # optional for mastodon (else from the handle's domain)
-        accounts:
-          - Gargron                   # a bare handle, or a mapping with a label:
-          - {handle: "@nasa@mstdn.social", label: science}
+sources:
+  - name: fediverse
+    platform: mastodon            # mastodon | bluesky | rss | html
+    api: https://mastodon.social  # optional for mastodon (else from the handle's domain)
+    accounts:
+      - Gargron                   # a bare handle, or a mapping with a label:
+      - {handle: "@nasa@mstdn.social", label: science}
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
     domain = domain or (urlsplit(instance).hostname if instance else "") or ""
     if not domain:
         raise ValueError(f"{handle!r} needs a domain (user@instance) or the source an api URL")
-    return MastodonAccount(username=user, domain=domain.lower(),
-                           instance=instance or f"https://{domain.lower()}")
+    return MastodonAccount(
+        username=user, domain=domain.lower(), instance=instance or f"https://{domain.lower()}"
+    )
 
 
 def bluesky_actor(handle: str) -> str:

@@ -53,7 +53,8 @@ MIGRATIONS: list[list[str]] = [
             representative_posts VARCHAR[], PRIMARY KEY (run_id, cluster_id))""",
         """CREATE TABLE cluster_terms (
             run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL, term VARCHAR NOT NULL,
-            weight DOUBLE NOT NULL, rank INTEGER NOT NULL, PRIMARY KEY (run_id, cluster_id, rank))""",
+            weight DOUBLE NOT NULL, rank INTEGER NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, rank))""",
         """CREATE VIEW latest_run AS
             SELECT * FROM runs WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 1""",
         """CREATE VIEW latest_user_clusters AS
@@ -196,11 +197,14 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 
 
 def upsert_posts(con: duckdb.DuckDBPyConnection, posts: pl.DataFrame) -> UpsertCounts:
-    """Insert new posts and update changed ones, keyed by (platform, post_id), in one transaction."""
+    """Insert new posts and update changed ones, keyed by (platform, post_id), in one go."""
     stamp = now()
     con.begin()
     try:
-        con.register("incoming_frame", posts.select(POST_COLUMNS).unique(["platform", "post_id"], keep="last"))
+        con.register(
+            "incoming_frame",
+            posts.select(POST_COLUMNS).unique(["platform", "post_id"], keep="last"),
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM incoming_frame")
         con.unregister("incoming_frame")
         status = con.execute(
@@ -310,9 +314,7 @@ def insert_embeddings(
     con.unregister("chunk")
 
 
-def load_embeddings(
-    con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[str]
-) -> np.ndarray:
+def load_embeddings(con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[str]) -> np.ndarray:
     """Vectors for `hashes`, in that order; fails if any is missing."""
     wanted = pl.DataFrame(
         {"text_hash": hashes, "pos": np.arange(len(hashes))},
@@ -452,9 +454,7 @@ def read_products(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
-def write_recommendations(
-    con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.DataFrame
-) -> int:
+def write_recommendations(con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.DataFrame) -> int:
     """Replace a run's recommendations with `rows` (scope, scope_id, product_id, score, rank,
     reason) in one transaction."""
     con.begin()
@@ -474,7 +474,9 @@ def write_recommendations(
 
 
 def read_recommendations(
-    con: duckdb.DuckDBPyConnection, run_id: str, scope: str | None = None,
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    scope: str | None = None,
     scope_id: str | None = None,
 ) -> pl.DataFrame:
     """A run's recommendations with product details, optionally for one scope / scope id."""
@@ -639,14 +641,22 @@ def start_crawl(con: duckdb.DuckDBPyConnection, source: str | None) -> str:
 
 
 def finish_crawl(
-    con: duckdb.DuckDBPyConnection, crawl_id: str, status: str, stats: dict | None,
+    con: duckdb.DuckDBPyConnection,
+    crawl_id: str,
+    status: str,
+    stats: dict | None,
     error: str | None = None,
 ) -> None:
     """Mark a crawl completed or failed, with its per-account counts and Scrapy stats."""
     con.execute(
         "UPDATE crawls SET finished_at = ?, status = ?, stats = ?, error = ? WHERE crawl_id = ?",
-        [now(), status, json.dumps(stats, default=str) if stats is not None else None,
-         error[:2000] if error else None, crawl_id],
+        [
+            now(),
+            status,
+            json.dumps(stats, default=str) if stats is not None else None,
+            error[:2000] if error else None,
+            crawl_id,
+        ],
     )
 
 

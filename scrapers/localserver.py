@@ -32,9 +32,14 @@ import polars as pl
 from scrapers.text import iso_z
 
 ALLOW_ALL = "User-agent: *\nAllow: /\n"
-HTML_SELECTORS = {"post": "article.post", "text": "div.text", "date": "time::attr(datetime)",
-                  "id": "./@id", "url": "a.permalink::attr(href)",
-                  "next_page": "a[rel=next]::attr(href)"}
+HTML_SELECTORS = {
+    "post": "article.post",
+    "text": "div.text",
+    "date": "time::attr(datetime)",
+    "id": "./@id",
+    "url": "a.permalink::attr(href)",
+    "next_page": "a[rel=next]::attr(href)",
+}
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -103,8 +108,14 @@ class LocalPlatforms:
     kind ('post', 'reply', 'boost'). Use it as a context manager, or start() and stop().
     """
 
-    def __init__(self, posts: pl.DataFrame | None = None, *, page_cap: int = 40,
-                 robots: str = ALLOW_ALL, delay: float = 0.0):
+    def __init__(
+        self,
+        posts: pl.DataFrame | None = None,
+        *,
+        page_cap: int = 40,
+        robots: str = ALLOW_ALL,
+        delay: float = 0.0,
+    ):
         self.page_cap = page_cap
         self.robots = robots
         self.delay = delay
@@ -125,16 +136,23 @@ class LocalPlatforms:
             for row in posts.sort("created_at").iter_rows(named=True):
                 account = self.accounts.get(row["user_id"])
                 if account is None:
-                    account = FakeAccount(100_000 + len(self.accounts), row["user_id"],
-                                          row.get("user_label"))
+                    account = FakeAccount(
+                        100_000 + len(self.accounts), row["user_id"], row.get("user_label")
+                    )
                     self.accounts[row["user_id"]] = account
                 self._sequence += 1
                 created = row["created_at"]
                 if created.tzinfo is not None:
                     created = created.astimezone(UTC).replace(tzinfo=None)
-                account.posts.append(FakePost(str(row["post_id"]),
-                                              snowflake(created, self._sequence), created,
-                                              row["text"], row.get("kind") or "post"))
+                account.posts.append(
+                    FakePost(
+                        str(row["post_id"]),
+                        snowflake(created, self._sequence),
+                        created,
+                        row["text"],
+                        row.get("kind") or "post",
+                    )
+                )
             for account in self.accounts.values():
                 account.posts.sort(key=lambda p: p.status_id, reverse=True)
 
@@ -152,8 +170,13 @@ class LocalPlatforms:
 
     # ------------------------------------------------------------ sources.yaml entries
 
-    def source(self, platform: str, name: str | None = None,
-               users: Iterable[str] | None = None, feed: str = "rss") -> dict[str, Any]:
+    def source(
+        self,
+        platform: str,
+        name: str | None = None,
+        users: Iterable[str] | None = None,
+        feed: str = "rss",
+    ) -> dict[str, Any]:
         """A sources.yaml entry for these users (default all) as `platform` on this server."""
         chosen = [self.accounts[u] for u in (users or self.accounts)]
 
@@ -166,8 +189,11 @@ class LocalPlatforms:
             "rss": lambda a: f"{self.url}/{feed}/{a.username}.xml",
             "html": lambda a: f"{self.url}/html/{a.username}",
         }[platform]
-        out: dict[str, Any] = {"name": name or platform, "platform": platform,
-                               "accounts": [entry(handles(a), a) for a in chosen]}
+        out: dict[str, Any] = {
+            "name": name or platform,
+            "platform": platform,
+            "accounts": [entry(handles(a), a) for a in chosen],
+        }
         if platform in ("mastodon", "bluesky"):
             out["api"] = self.url
         if platform == "html":
@@ -186,8 +212,9 @@ class LocalPlatforms:
         handler = type("Handler", (_Handler,), {"platforms": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True,
-                         name="local-platforms").start()
+        threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="local-platforms"
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -204,8 +231,7 @@ class LocalPlatforms:
 
     # ------------------------------------------------------------ answers
 
-    def answer(self, path: str, query: dict[str, str], headers: dict[str, str]
-               ) -> Reply:
+    def answer(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Reply:
         """The reply for one request (scripted faults first)."""
         with self._lock:
             queue = self.scripts.get(path)
@@ -236,35 +262,58 @@ class LocalPlatforms:
 
     def mastodon_account_json(self, account: FakeAccount) -> dict[str, Any]:
         return {
-            "id": str(account.number), "username": account.username, "acct": account.username,
-            "display_name": account.username, "locked": False, "bot": False,
-            "created_at": "2016-01-01T00:00:00.000Z", "note": f"<p>{account.label or ''}</p>",
-            "url": f"{self.url}/@{account.username}", "avatar": "", "header": "",
-            "followers_count": 0, "following_count": 0, "statuses_count": len(account.posts),
-            "emojis": [], "fields": [],
+            "id": str(account.number),
+            "username": account.username,
+            "acct": account.username,
+            "display_name": account.username,
+            "locked": False,
+            "bot": False,
+            "created_at": "2016-01-01T00:00:00.000Z",
+            "note": f"<p>{account.label or ''}</p>",
+            "url": f"{self.url}/@{account.username}",
+            "avatar": "",
+            "header": "",
+            "followers_count": 0,
+            "following_count": 0,
+            "statuses_count": len(account.posts),
+            "emojis": [],
+            "fields": [],
         }
 
     def mastodon_status(self, account: FakeAccount, post: FakePost) -> dict[str, Any]:
         status: dict[str, Any] = {
-            "id": str(post.status_id), "created_at": iso_z(post.created_at),
-            "in_reply_to_id": None, "in_reply_to_account_id": None, "sensitive": False,
-            "spoiler_text": "", "visibility": "public", "language": None,
+            "id": str(post.status_id),
+            "created_at": iso_z(post.created_at),
+            "in_reply_to_id": None,
+            "in_reply_to_account_id": None,
+            "sensitive": False,
+            "spoiler_text": "",
+            "visibility": "public",
+            "language": None,
             "uri": f"{self.url}/users/{account.username}/statuses/{post.status_id}",
             "url": f"{self.url}/@{account.username}/{post.status_id}",
-            "replies_count": 0, "reblogs_count": 0, "favourites_count": 0,
-            "content": to_html(post.text), "reblog": None,
-            "account": self.mastodon_account_json(account), "media_attachments": [],
-            "mentions": [], "tags": [], "emojis": [], "card": None, "poll": None,
+            "replies_count": 0,
+            "reblogs_count": 0,
+            "favourites_count": 0,
+            "content": to_html(post.text),
+            "reblog": None,
+            "account": self.mastodon_account_json(account),
+            "media_attachments": [],
+            "mentions": [],
+            "tags": [],
+            "emojis": [],
+            "card": None,
+            "poll": None,
         }
         if post.kind == "reply":
             status["in_reply_to_id"] = "1"
             status["in_reply_to_account_id"] = "1"
         elif post.kind == "boost":
             other = FakeAccount(1, "someone_else", None)
-            original = self.mastodon_status(other, FakePost(post.post_id, post.status_id - 1,
-                                                            post.created_at, post.text))
-            status.update(content="", reblog=original, url=None,
-                          uri=f"{status['uri']}/activity")
+            original = self.mastodon_status(
+                other, FakePost(post.post_id, post.status_id - 1, post.created_at, post.text)
+            )
+            status.update(content="", reblog=original, url=None, uri=f"{status['uri']}/activity")
         return status
 
     def mastodon_lookup(self, query: dict[str, str], headers: dict[str, str]) -> Reply:
@@ -274,8 +323,9 @@ class LocalPlatforms:
             return _json({"error": "Record not found"}, 404)
         return _json(self.mastodon_account_json(account))
 
-    def mastodon_statuses(self, query: dict[str, str], headers: dict[str, str],
-                          number: str) -> Reply:
+    def mastodon_statuses(
+        self, query: dict[str, str], headers: dict[str, str], number: str
+    ) -> Reply:
         account = self._by_number(number)
         if account is None:
             return _json({"error": "Record not found"}, 404)
@@ -289,38 +339,65 @@ class LocalPlatforms:
         extra = {}
         if page:
             base = f"{self.url}/api/v1/accounts/{number}/statuses"
-            extra["Link"] = (f'<{base}?limit={limit}&max_id={page[-1].status_id}>; rel="next", '
-                             f'<{base}?limit={limit}&min_id={page[0].status_id}>; rel="prev"')
+            extra["Link"] = (
+                f'<{base}?limit={limit}&max_id={page[-1].status_id}>; rel="next", '
+                f'<{base}?limit={limit}&min_id={page[0].status_id}>; rel="prev"'
+            )
         return _json([self.mastodon_status(account, p) for p in page], headers=extra)
 
     def bluesky_profile(self, query: dict[str, str], headers: dict[str, str]) -> Reply:
         account = self._by_actor(query.get("actor", ""))
         if account is None:
             return _json({"error": "InvalidRequest", "message": "Profile not found"}, 400)
-        return _json({"did": account.did, "handle": account.handle,
-                      "displayName": account.username, "description": account.label or "",
-                      "followersCount": 0, "followsCount": 0, "postsCount": len(account.posts),
-                      "indexedAt": "2024-01-01T00:00:00.000Z"})
+        return _json(
+            {
+                "did": account.did,
+                "handle": account.handle,
+                "displayName": account.username,
+                "description": account.label or "",
+                "followersCount": 0,
+                "followsCount": 0,
+                "postsCount": len(account.posts),
+                "indexedAt": "2024-01-01T00:00:00.000Z",
+            }
+        )
 
     def bluesky_view(self, account: FakeAccount, post: FakePost) -> dict[str, Any]:
         author = {"did": account.did, "handle": account.handle, "displayName": account.username}
         uri = f"at://{account.did}/app.bsky.feed.post/{post.status_id}"
-        record: dict[str, Any] = {"$type": "app.bsky.feed.post", "text": post.text,
-                                  "createdAt": iso_z(post.created_at), "langs": ["en"]}
-        entry: dict[str, Any] = {"post": {
-            "uri": uri, "cid": f"bafy{post.status_id}", "author": author, "record": record,
-            "replyCount": 0, "repostCount": 0, "likeCount": 0,
-            "indexedAt": iso_z(post.created_at)}}
+        record: dict[str, Any] = {
+            "$type": "app.bsky.feed.post",
+            "text": post.text,
+            "createdAt": iso_z(post.created_at),
+            "langs": ["en"],
+        }
+        entry: dict[str, Any] = {
+            "post": {
+                "uri": uri,
+                "cid": f"bafy{post.status_id}",
+                "author": author,
+                "record": record,
+                "replyCount": 0,
+                "repostCount": 0,
+                "likeCount": 0,
+                "indexedAt": iso_z(post.created_at),
+            }
+        }
         if post.kind == "reply":
-            parent = {"uri": f"at://did:plc:other/app.bsky.feed.post/{post.status_id - 1}",
-                      "cid": "bafyparent"}
+            parent = {
+                "uri": f"at://did:plc:other/app.bsky.feed.post/{post.status_id - 1}",
+                "cid": "bafyparent",
+            }
             record["reply"] = {"root": parent, "parent": parent}
         elif post.kind == "boost":
             entry["post"]["uri"] = f"at://did:plc:other/app.bsky.feed.post/{post.status_id}"
             entry["post"]["author"] = {"did": "did:plc:other", "handle": "someone.bsky.test"}
-            entry["reason"] = {"$type": "app.bsky.feed.defs#reasonRepost", "by": author,
-                               "uri": f"at://{account.did}/app.bsky.feed.repost/{post.status_id}",
-                               "indexedAt": iso_z(post.created_at)}
+            entry["reason"] = {
+                "$type": "app.bsky.feed.defs#reasonRepost",
+                "by": author,
+                "uri": f"at://{account.did}/app.bsky.feed.repost/{post.status_id}",
+                "indexedAt": iso_z(post.created_at),
+            }
         return entry
 
     def bluesky_feed(self, query: dict[str, str], headers: dict[str, str]) -> Reply:
@@ -337,8 +414,9 @@ class LocalPlatforms:
             body["cursor"] = str(page[-1].status_id)
         return _json(body)
 
-    def feed(self, query: dict[str, str], headers: dict[str, str], kind: str,
-             username: str) -> Reply:
+    def feed(
+        self, query: dict[str, str], headers: dict[str, str], kind: str, username: str
+    ) -> Reply:
         account = self.accounts.get(username)
         if account is None:
             return Reply(404, "no such feed", {"Content-Type": "text/plain"})
@@ -348,33 +426,47 @@ class LocalPlatforms:
         if headers.get("if-none-match") == etag:
             return Reply(304, b"", {"ETag": etag})
         content_type = "application/rss+xml" if kind == "rss" else "application/atom+xml"
-        return Reply(200, body, {"Content-Type": f"{content_type}; charset=utf-8", "ETag": etag,
-                                 "Last-Modified": modified})
+        return Reply(
+            200,
+            body,
+            {
+                "Content-Type": f"{content_type}; charset=utf-8",
+                "ETag": etag,
+                "Last-Modified": modified,
+            },
+        )
 
     def html_page(self, query: dict[str, str], headers: dict[str, str], username: str) -> Reply:
         account = self.accounts.get(username)
         if account is None:
-            return Reply(404, "<html><body>Not found</body></html>",
-                         {"Content-Type": "text/html"})
+            return Reply(404, "<html><body>Not found</body></html>", {"Content-Type": "text/html"})
         page = max(1, int(query.get("page", 1)))
         size = min(10, self.page_cap)
-        posts = account.posts[(page - 1) * size: page * size]
+        posts = account.posts[(page - 1) * size : page * size]
         articles = "".join(
             f'<article class="post" id="p{p.status_id}">'
             f'<a class="permalink" href="/html/{username}/posts/{p.status_id}">#</a>'
             f'<time datetime="{iso_z(p.created_at)}">{p.created_at:%d %b %Y}</time>'
-            f'<div class="text">{to_html(p.text)}</div></article>' for p in posts)
+            f'<div class="text">{to_html(p.text)}</div></article>'
+            for p in posts
+        )
         more = len(account.posts) > page * size
-        following = (f'<a rel="next" href="/html/{username}?page={page + 1}">Older</a>'
-                     if more else "")
-        body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(username)}"
-                f"</title></head><body><main>{articles}</main>{following}</body></html>")
+        following = (
+            f'<a rel="next" href="/html/{username}?page={page + 1}">Older</a>' if more else ""
+        )
+        body = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(username)}"
+            f"</title></head><body><main>{articles}</main>{following}</body></html>"
+        )
         return Reply(200, body, {"Content-Type": "text/html; charset=utf-8"})
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, json.dumps(data, ensure_ascii=False),
-                 {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+    return Reply(
+        status,
+        json.dumps(data, ensure_ascii=False),
+        {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+    )
 
 
 def _title(text: str) -> str:
@@ -389,11 +481,14 @@ def _rss(base: str, account: FakeAccount) -> str:
         f'<guid isPermaLink="false">{xml_escape(p.post_id)}</guid>'
         f"<pubDate>{format_datetime(p.created_at.replace(tzinfo=UTC), usegmt=True)}</pubDate>"
         f"<description>{xml_escape(to_html(p.text))}</description></item>"
-        for p in account.posts)
-    return ('<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
-            f"<title>{xml_escape(account.username)}</title><link>{base}/html/{account.username}"
-            f"</link><description>{xml_escape(account.label or '')}</description>{items}"
-            "</channel></rss>")
+        for p in account.posts
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+        f"<title>{xml_escape(account.username)}</title><link>{base}/html/{account.username}"
+        f"</link><description>{xml_escape(account.label or '')}</description>{items}"
+        "</channel></rss>"
+    )
 
 
 def _atom(base: str, account: FakeAccount) -> str:
@@ -403,11 +498,14 @@ def _atom(base: str, account: FakeAccount) -> str:
         f'<link href="{base}/html/{account.username}/posts/{p.status_id}"/>'
         f"<published>{iso_z(p.created_at)}</published><updated>{iso_z(p.created_at)}</updated>"
         f'<content type="html">{xml_escape(to_html(p.text))}</content></entry>'
-        for p in account.posts)
+        for p in account.posts
+    )
     updated = iso_z(account.posts[0].created_at) if account.posts else "2016-01-01T00:00:00Z"
-    return ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-            f"<title>{xml_escape(account.username)}</title><id>urn:tribes-test:{account.number}"
-            f"</id><updated>{updated}</updated>{entries}</feed>")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>{xml_escape(account.username)}</title><id>urn:tribes-test:{account.number}"
+        f"</id><updated>{updated}</updated>{entries}</feed>"
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -69,8 +69,11 @@ class PoliteRetryMiddleware(RetryMiddleware):
             return response
         asked = retry_after_seconds(response.headers.get("Retry-After"))
         if asked is not None and asked > self.retry_after_max:
-            log.warning("%s asks to retry in %.0fs (more than TRIBES_RETRY_AFTER_MAX): giving up",
-                        request.url, asked)
+            log.warning(
+                "%s asks to retry in %.0fs (more than TRIBES_RETRY_AFTER_MAX): giving up",
+                request.url,
+                asked,
+            )
             return response
         retry = self._retry(request, response_status_message(response.status))
         if retry is None:

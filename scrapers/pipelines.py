@@ -37,13 +37,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POST_SCHEMA = {
-    "platform": pl.Utf8, "post_id": pl.Utf8, "user_id": pl.Utf8, "created_at": pl.Datetime("us"),
-    "text": pl.Utf8, "url": pl.Utf8, "kind": pl.Utf8, "account": pl.Utf8,
+    "platform": pl.Utf8,
+    "post_id": pl.Utf8,
+    "user_id": pl.Utf8,
+    "created_at": pl.Datetime("us"),
+    "text": pl.Utf8,
+    "url": pl.Utf8,
+    "kind": pl.Utf8,
+    "account": pl.Utf8,
 }
 USER_COLUMNS = ["platform", "user_id", "display_name", "label", "url", "description"]
 STATE_SCHEMA = {
-    "platform": pl.Utf8, "account": pl.Utf8, "newest_post_id": pl.Utf8,
-    "newest_created_at": pl.Datetime("us"), "cursor": pl.Utf8,
+    "platform": pl.Utf8,
+    "account": pl.Utf8,
+    "newest_post_id": pl.Utf8,
+    "newest_created_at": pl.Datetime("us"),
+    "cursor": pl.Utf8,
 }
 YIELD_SECONDS = 2.5  # longer than store.connect's polling interval, so a waiting writer gets in
 RETRY_SECONDS = 1.0  # how soon to try again when another process holds the database
@@ -53,8 +62,17 @@ MAX_PENDING_BATCHES = 10  # past this many queued batches, wait for the database
 class DuckDBPipeline:
     """Batched upserts of crawled posts into the Tribes database."""
 
-    def __init__(self, crawler: Crawler, db: Path, batch_size: int, flush_seconds: float,
-                 wait_seconds: float, hold_seconds: float, idle_seconds: float, max_chars: int):
+    def __init__(
+        self,
+        crawler: Crawler,
+        db: Path,
+        batch_size: int,
+        flush_seconds: float,
+        wait_seconds: float,
+        hold_seconds: float,
+        idle_seconds: float,
+        max_chars: int,
+    ):
         self.crawler = crawler
         self.db = db
         self.batch_size = batch_size
@@ -114,9 +132,13 @@ class DuckDBPipeline:
     def add_post(self, adapter: ItemAdapter) -> None:
         """Queue a post, or drop it (counted as skipped) when its text is empty or too long."""
         text = (adapter["text"] or "").strip()
-        reason = ("empty text" if not text else
-                  f"text longer than {self.max_chars} chars" if len(text) > self.max_chars
-                  else None)
+        reason = (
+            "empty text"
+            if not text
+            else f"text longer than {self.max_chars} chars"
+            if len(text) > self.max_chars
+            else None
+        )
         if reason:
             bump(self.crawler.stats, adapter["source"], adapter["account"], "skipped")
             raise DropItem(f"{adapter['platform']} post {adapter['post_id']}: {reason}")
@@ -137,7 +159,8 @@ class DuckDBPipeline:
             stack = ExitStack()
             try:
                 self._con = stack.enter_context(
-                    store.connect(self.db, wait_seconds=self.wait_seconds if wait else 0.0))
+                    store.connect(self.db, wait_seconds=self.wait_seconds if wait else 0.0)
+                )
             except store.StoreError as exc:
                 if wait or "locked" not in str(exc):
                     raise
@@ -172,16 +195,19 @@ class DuckDBPipeline:
             ["platform", "post_id"], keep="last", maintain_order=True
         )
         if self.users:
-            store.upsert_users(con, pl.DataFrame(self.users, schema=dict.fromkeys(
-                USER_COLUMNS, pl.Utf8), orient="row"))
+            store.upsert_users(
+                con,
+                pl.DataFrame(self.users, schema=dict.fromkeys(USER_COLUMNS, pl.Utf8), orient="row"),
+            )
         outcomes = None
         if posts.height:
             before = store.now()
             store.upsert_posts(con, posts)
             outcomes = store.crawl_outcomes(con, posts, before)
         if self.states:
-            store.save_crawl_state(con, pl.DataFrame(self.states, schema=STATE_SCHEMA,
-                                                     orient="row"))
+            store.save_crawl_state(
+                con, pl.DataFrame(self.states, schema=STATE_SCHEMA, orient="row")
+            )
         self.count(posts.height, outcomes, time.perf_counter() - started)
         self.posts, self.users, self.states = [], [], []
         self.last_flush = time.monotonic()
@@ -202,5 +228,9 @@ class DuckDBPipeline:
         stats.inc_value("tribes/posts_stored", stored)
         stats.inc_value("tribes/flushes")
         stats.inc_value("tribes/store_seconds", round(seconds, 4))
-        log.info("stored %d posts, %d profiles, %d account states", stored, len(self.users),
-                 len(self.states))
+        log.info(
+            "stored %d posts, %d profiles, %d account states",
+            stored,
+            len(self.users),
+            len(self.states),
+        )

@@ -31,36 +31,57 @@ from scrapers.spiders.rss import FeedSpider
 from scrapers.tally import rows
 
 SPIDERS: dict[str, type[AccountSpider]] = {
-    "mastodon": MastodonSpider, "bluesky": BlueskySpider, "rss": FeedSpider, "html": HtmlSpider,
+    "mastodon": MastodonSpider,
+    "bluesky": BlueskySpider,
+    "rss": FeedSpider,
+    "html": HtmlSpider,
 }
-REPORTED_STATS = ("downloader/request_count", "downloader/response_count", "item_scraped_count",
-                  "item_dropped_count", "retry/count", "retry/max_reached", "robotstxt/forbidden",
-                  "tribes/posts_stored", "tribes/flushes", "tribes/store_seconds",
-                  "tribes/retry_wait_seconds", "elapsed_time_seconds", "finish_reason",
-                  "log_count/ERROR")
+REPORTED_STATS = (
+    "downloader/request_count",
+    "downloader/response_count",
+    "item_scraped_count",
+    "item_dropped_count",
+    "retry/count",
+    "retry/max_reached",
+    "robotstxt/forbidden",
+    "tribes/posts_stored",
+    "tribes/flushes",
+    "tribes/store_seconds",
+    "tribes/retry_wait_seconds",
+    "elapsed_time_seconds",
+    "finish_reason",
+    "log_count/ERROR",
+)
 
 
 def scrapy_settings(tribes: Settings, overrides: dict[str, str]) -> ScrapySettings:
     """The project's Scrapy settings with the Tribes settings and explicit overrides applied."""
     settings = ScrapySettings()
     settings.setmodule("scrapers.settings", priority="project")
-    settings.setdict({
-        "USER_AGENT": tribes.user_agent,
-        "DOWNLOAD_DELAY": tribes.crawl_delay,
-        "AUTOTHROTTLE_START_DELAY": 2 * tribes.crawl_delay,
-        "CONCURRENT_REQUESTS_PER_DOMAIN": tribes.crawl_concurrency_per_domain,
-        "RETRY_TIMES": tribes.crawl_retries,
-        "TRIBES_DB": str(tribes.db),
-        "TRIBES_DB_WAIT_SECONDS": tribes.lock_wait_seconds,
-        "TRIBES_BATCH_SIZE": tribes.crawl_batch_size,
-        "TRIBES_MAX_POST_CHARS": tribes.max_post_chars,
-    }, priority="cmdline")
+    settings.setdict(
+        {
+            "USER_AGENT": tribes.user_agent,
+            "DOWNLOAD_DELAY": tribes.crawl_delay,
+            "AUTOTHROTTLE_START_DELAY": 2 * tribes.crawl_delay,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": tribes.crawl_concurrency_per_domain,
+            "RETRY_TIMES": tribes.crawl_retries,
+            "TRIBES_DB": str(tribes.db),
+            "TRIBES_DB_WAIT_SECONDS": tribes.lock_wait_seconds,
+            "TRIBES_BATCH_SIZE": tribes.crawl_batch_size,
+            "TRIBES_MAX_POST_CHARS": tribes.max_post_chars,
+        },
+        priority="cmdline",
+    )
     settings.setdict(overrides, priority="cmdline")
     return settings
 
 
-def crawl(sources: list[Source], settings: ScrapySettings, max_posts_per_user: int | None,
-          since: datetime | None) -> tuple[dict[str, Any], bool]:
+def crawl(
+    sources: list[Source],
+    settings: ScrapySettings,
+    max_posts_per_user: int | None,
+    since: datetime | None,
+) -> tuple[dict[str, Any], bool]:
     """Crawl the sources together; returns the report and whether every spider started."""
     process = CrawlerProcess(settings)
     crawlers: list[tuple[Source, Crawler]] = []
@@ -74,10 +95,17 @@ def crawl(sources: list[Source], settings: ScrapySettings, max_posts_per_user: i
     for source, crawler in crawlers:
         stats = crawler.stats.get_stats() if crawler.stats else {}
         accounts += [{"platform": source.platform, **row} for row in rows(crawler.stats)]
-        spiders.append({"source": source.name, "platform": source.platform,
-                        **{k: stats[k] for k in REPORTED_STATS if k in stats}})
-    started = all(c.spider is not None and c.stats.get_value("finish_reason") == "finished"
-                  for _, c in crawlers)
+        spiders.append(
+            {
+                "source": source.name,
+                "platform": source.platform,
+                **{k: stats[k] for k in REPORTED_STATS if k in stats},
+            }
+        )
+    started = all(
+        c.spider is not None and c.stats.get_value("finish_reason") == "finished"
+        for _, c in crawlers
+    )
     return {"accounts": accounts, "spiders": spiders}, started and not process.bootstrap_failed
 
 
@@ -92,8 +120,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scrapers.run", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scrapers.run", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--sources", required=True, type=Path)
     parser.add_argument("--db", type=Path)
     parser.add_argument("--source")
@@ -108,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report, ok = crawl(selected, scrapy_settings(tribes, parse_overrides(args.overrides)),
-                       args.max_posts_per_user, args.since)
+    report, ok = crawl(
+        selected,
+        scrapy_settings(tribes, parse_overrides(args.overrides)),
+        args.max_posts_per_user,
+        args.since,
+    )
     if args.report:
         partial = args.report.with_suffix(".partial")
         partial.write_text(json.dumps(report, default=str, indent=1), encoding="utf-8")

@@ -9,8 +9,27 @@ from email.utils import parsedate_to_datetime
 import lxml.html
 from dateutil import parser as dateparser
 
-BLOCKS = {"p", "div", "li", "blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "tr",
-          "article", "section", "header", "footer", "ul", "ol", "table"}
+BLOCKS = {
+    "p",
+    "div",
+    "li",
+    "blockquote",
+    "pre",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "tr",
+    "article",
+    "section",
+    "header",
+    "footer",
+    "ul",
+    "ol",
+    "table",
+}
 
 
 def html_to_text(html: str | None) -> str:

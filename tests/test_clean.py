@@ -20,12 +20,14 @@ def test_text_hash_is_stable():
 
 
 def test_clean_posts_drops_empty_and_per_user_duplicates_only():
-    posts = pl.DataFrame({
-        "platform": ["x"] * 6,
-        "post_id": ["1", "2", "3", "4", "5", "6"],
-        "user_id": ["a", "a", "a", "b", "b", "c"],
-        "text": ["Goal!", "Goal! https://t.co/x", "   ", "Goal!", "Match day", "@only"],
-    })
+    posts = pl.DataFrame(
+        {
+            "platform": ["x"] * 6,
+            "post_id": ["1", "2", "3", "4", "5", "6"],
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "text": ["Goal!", "Goal! https://t.co/x", "   ", "Goal!", "Match day", "@only"],
+        }
+    )
     cleaned = clean_posts(posts)
     assert cleaned.sort("post_id")["post_id"].to_list() == ["1", "4", "5"]
     assert set(cleaned.columns) == {"platform", "post_id", "user_id", "text_clean", "text_hash"}

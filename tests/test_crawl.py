@@ -27,10 +27,16 @@ from pipeline.sources import SourcesError, load_sources
 from scrapers.localserver import LocalPlatforms, Reply
 
 # politeness off for our own server, short retry waits: seconds per test
-FAST = {"DOWNLOAD_DELAY": "0", "AUTOTHROTTLE_START_DELAY": "0", "AUTOTHROTTLE_MAX_DELAY": "2",
-        "AUTOTHROTTLE_TARGET_CONCURRENCY": "8",
-        "CONCURRENT_REQUESTS_PER_DOMAIN": "8", "TRIBES_RETRY_BACKOFF": "0.05", "RETRY_TIMES": "2",
-        "TRIBES_DB_WAIT_SECONDS": "30"}
+FAST = {
+    "DOWNLOAD_DELAY": "0",
+    "AUTOTHROTTLE_START_DELAY": "0",
+    "AUTOTHROTTLE_MAX_DELAY": "2",
+    "AUTOTHROTTLE_TARGET_CONCURRENCY": "8",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
+    "TRIBES_RETRY_BACKOFF": "0.05",
+    "RETRY_TIMES": "2",
+    "TRIBES_DB_WAIT_SECONDS": "30",
+}
 PLATFORMS = ["mastodon", "bluesky", "rss", "atom", "html"]
 
 
@@ -57,8 +63,9 @@ def server(sample: pl.DataFrame) -> Iterator[LocalPlatforms]:
         yield platforms
 
 
-def entry(server: LocalPlatforms, platform: str, name: str | None = None,
-          users: list[str] | None = None) -> dict:
+def entry(
+    server: LocalPlatforms, platform: str, name: str | None = None, users: list[str] | None = None
+) -> dict:
     if platform == "atom":
         return server.source("rss", name or "atom", users, feed="atom")
     return server.source(platform, name, users)
@@ -70,13 +77,20 @@ def write_sources(folder: Path, sources: list[dict]) -> Path:
     return path
 
 
-def runner_command(folder: Path, sources: list[dict], *, overrides: dict | None = None,
-                   **options) -> tuple[list[str], Path]:
+def runner_command(
+    folder: Path, sources: list[dict], *, overrides: dict | None = None, **options
+) -> tuple[list[str], Path]:
     report = folder / "report.json"
     report.unlink(missing_ok=True)
-    command = crawl_command(folder / "t.duckdb", write_sources(folder, sources), report,
-                            options.get("source"), options.get("max_posts_per_user"),
-                            options.get("since"), {**FAST, **(overrides or {})})
+    command = crawl_command(
+        folder / "t.duckdb",
+        write_sources(folder, sources),
+        report,
+        options.get("source"),
+        options.get("max_posts_per_user"),
+        options.get("since"),
+        {**FAST, **(overrides or {})},
+    )
     return command, report
 
 
@@ -102,27 +116,45 @@ def plain(text: str) -> str:
 # ------------------------------------------------------------------ sources.yaml
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ("sources:\n  - name: a\n    platform: mastodon\n", "sources[0].accounts: Field required"),
-    ("sources:\n  - name: a\n    platform: myspace\n    accounts: [x]\n",
-     "sources[0].platform: Input should be 'mastodon', 'bluesky', 'rss' or 'html'"),
-    ("sources:\n  - name: a\n    platform: html\n    accounts: ['https://e.org/']\n",
-     "sources[0]: html sources need selectors"),
-    ("sources:\n  - name: a\n    platform: html\n    accounts: ['https://e.org/']\n"
-     "    selectors: {post: 'div[', text: p}\n",
-     "sources[0].selectors.post: 'div[' is not a valid CSS selector"),
-    ("sources:\n  - name: a\n    platform: rss\n    accounts: [not-a-url]\n",
-     "sources[0]: 'not-a-url' must be an http(s) URL for rss"),
-    ("sources:\n  - name: a\n    platform: mastodon\n    accounts: [{handle: alice}]\n",
-     "sources[0]: 'alice' needs a domain (user@instance) or the source an api URL"),
-    ("sources:\n  - name: a\n    platform: bluesky\n    accounts: [{handle: a.bsky.social, "
-     "lable: x}]\n", "sources[0].accounts[0].lable: Extra inputs are not permitted"),
-    ("sources:\n  - {name: a, platform: rss, accounts: ['https://e.org/f']}\n"
-     "  - {name: a, platform: rss, accounts: ['https://e.org/g']}\n",
-     "sources.yaml: source name 'a' is used twice"),
-    ("sources:\n  - name: a\n   platform: rss\n", "not valid YAML at line 3"),
-    ("- just\n- a list\n", "expected a mapping with a 'sources:' list"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("sources:\n  - name: a\n    platform: mastodon\n", "sources[0].accounts: Field required"),
+        (
+            "sources:\n  - name: a\n    platform: myspace\n    accounts: [x]\n",
+            "sources[0].platform: Input should be 'mastodon', 'bluesky', 'rss' or 'html'",
+        ),
+        (
+            "sources:\n  - name: a\n    platform: html\n    accounts: ['https://e.org/']\n",
+            "sources[0]: html sources need selectors",
+        ),
+        (
+            "sources:\n  - name: a\n    platform: html\n    accounts: ['https://e.org/']\n"
+            "    selectors: {post: 'div[', text: p}\n",
+            "sources[0].selectors.post: 'div[' is not a valid CSS selector",
+        ),
+        (
+            "sources:\n  - name: a\n    platform: rss\n    accounts: [not-a-url]\n",
+            "sources[0]: 'not-a-url' must be an http(s) URL for rss",
+        ),
+        (
+            "sources:\n  - name: a\n    platform: mastodon\n    accounts: [{handle: alice}]\n",
+            "sources[0]: 'alice' needs a domain (user@instance) or the source an api URL",
+        ),
+        (
+            "sources:\n  - name: a\n    platform: bluesky\n    accounts: [{handle: a.bsky.social, "
+            "lable: x}]\n",
+            "sources[0].accounts[0].lable: Extra inputs are not permitted",
+        ),
+        (
+            "sources:\n  - {name: a, platform: rss, accounts: ['https://e.org/f']}\n"
+            "  - {name: a, platform: rss, accounts: ['https://e.org/g']}\n",
+            "sources.yaml: source name 'a' is used twice",
+        ),
+        ("sources:\n  - name: a\n   platform: rss\n", "not valid YAML at line 3"),
+        ("- just\n- a list\n", "expected a mapping with a 'sources:' list"),
+    ],
+)
 def test_bad_sources_file_is_one_clear_line(workdir, content, expected):
     path = workdir / "sources.yaml"
     path.write_text(content)
@@ -131,8 +163,9 @@ def test_bad_sources_file_is_one_clear_line(workdir, content, expected):
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
     assert expected in message
-    result = CliRunner().invoke(app, ["--db", str(workdir / "t.duckdb"), "crawl", "--sources",
-                                      str(path)])
+    result = CliRunner().invoke(
+        app, ["--db", str(workdir / "t.duckdb"), "crawl", "--sources", str(path)]
+    )
     assert result.exit_code == 1
     assert result.output.strip().startswith("error:") and expected in result.output
     assert not (workdir / "t.duckdb").exists()  # nothing was crawled or created
@@ -146,10 +179,13 @@ def test_good_sources_file_forms(workdir):
         "      - Gargron@mastodon.social\n      - {handle: 'https://mstdn.social/@nasa', "
         "label: science}\n"
         "  - name: sky\n    platform: bluesky\n    accounts: ['@Alice.bsky.social', "
-        "'https://bsky.app/profile/did:plc:abc123']\n")
+        "'https://bsky.app/profile/did:plc:abc123']\n"
+    )
     fedi, sky = load_sources(path).sources
-    assert [fedi.account_key(a) for a in fedi.accounts] == ["Gargron@mastodon.social",
-                                                             "nasa@mstdn.social"]
+    assert [fedi.account_key(a) for a in fedi.accounts] == [
+        "Gargron@mastodon.social",
+        "nasa@mstdn.social",
+    ]
     assert fedi.accounts[1].label == "science"
     assert [sky.account_key(a) for a in sky.accounts] == ["alice.bsky.social", "did:plc:abc123"]
     assert sky.bluesky_api == "https://public.api.bsky.app"
@@ -186,11 +222,21 @@ def test_second_crawl_fetches_only_new_posts(workdir, server, platform):
     crawl(workdir, [entry(server, platform)])
     before = len(server.requests)
     first = next(iter(server.accounts))
-    server.add_posts(pl.DataFrame({
-        "user_id": [first] * 3, "post_id": ["n1", "n2", "n3"],
-        "created_at": [datetime(2017, 1, 1, 9), datetime(2017, 1, 2, 9), datetime(2017, 1, 3, 9)],
-        "text": ["a new post", "a new reply", "a new boost"], "kind": ["post", "reply", "boost"],
-    }))
+    server.add_posts(
+        pl.DataFrame(
+            {
+                "user_id": [first] * 3,
+                "post_id": ["n1", "n2", "n3"],
+                "created_at": [
+                    datetime(2017, 1, 1, 9),
+                    datetime(2017, 1, 2, 9),
+                    datetime(2017, 1, 3, 9),
+                ],
+                "text": ["a new post", "a new reply", "a new boost"],
+                "kind": ["post", "reply", "boost"],
+            }
+        )
+    )
     counts = crawl(workdir, [entry(server, platform)])
     news = [c["new"] for c in counts.values()]
     assert news == [3, 0, 0]
@@ -218,14 +264,17 @@ def test_max_posts_per_user_and_since(workdir, server):
     counts = crawl(workdir, [entry(server, "mastodon")], max_posts_per_user=4)
     assert [c["new"] for c in counts.values()] == [4, 4, 4]
     newest = sorted(p.status_id for a in server.accounts.values() for p in a.posts[:4])
-    assert sorted(int(i) for (i,) in rows(workdir / "t.duckdb", "SELECT post_id FROM posts")) \
-        == newest
+    assert (
+        sorted(int(i) for (i,) in rows(workdir / "t.duckdb", "SELECT post_id FROM posts")) == newest
+    )
     (workdir / "t.duckdb").unlink()
     crawl(workdir, [entry(server, "bluesky")], since=date(2016, 6, 1))
-    wanted = sum(1 for a in server.accounts.values() for p in a.posts
-                 if p.created_at >= datetime(2016, 6, 1))
-    assert rows(workdir / "t.duckdb", "SELECT count(*), min(created_at) >= '2016-06-01' "
-                "FROM posts")[0] == (wanted, True)
+    wanted = sum(
+        1 for a in server.accounts.values() for p in a.posts if p.created_at >= datetime(2016, 6, 1)
+    )
+    assert rows(
+        workdir / "t.duckdb", "SELECT count(*), min(created_at) >= '2016-06-01' FROM posts"
+    )[0] == (wanted, True)
 
 
 # ------------------------------------------------------------------ politeness and faults
@@ -258,15 +307,26 @@ def test_broken_pages_count_as_errors_and_the_crawl_goes_on(workdir, server):
     one, two, three = server.accounts.values()
     server.script(f"/api/v1/accounts/{one.number}/statuses", Reply(200, '[{"id": "12", "conte'))
     server.script(f"/api/v1/accounts/{two.number}/statuses", *[Reply(502, "bad gateway")] * 3)
-    server.script(f"/rss/{two.username}.xml",
-                  Reply(200, "<html><body>We moved!</body></html>", {"Content-Type": "text/html"}))
-    server.script(f"/html/{three.username}",
-                  Reply(200, "<html><body><div class='new-design'>hi</div></body></html>",
-                        {"Content-Type": "text/html"}))
+    server.script(
+        f"/rss/{two.username}.xml",
+        Reply(200, "<html><body>We moved!</body></html>", {"Content-Type": "text/html"}),
+    )
+    server.script(
+        f"/html/{three.username}",
+        Reply(
+            200,
+            "<html><body><div class='new-design'>hi</div></body></html>",
+            {"Content-Type": "text/html"},
+        ),
+    )
     sources = [entry(server, p) for p in ("mastodon", "rss", "html")]
     counts = crawl(workdir, sources)
-    failed = {f"{one.username}@127.0.0.1", f"{two.username}@127.0.0.1",
-              f"{server.url}/rss/{two.username}.xml", f"{server.url}/html/{three.username}"}
+    failed = {
+        f"{one.username}@127.0.0.1",
+        f"{two.username}@127.0.0.1",
+        f"{server.url}/rss/{two.username}.xml",
+        f"{server.url}/html/{three.username}",
+    }
     for account, row in counts.items():
         assert (row["errors"], row["new"]) == ((1, 0) if account in failed else (0, 30)), account
     # failed accounts keep no crawl state, so the next crawl fetches them in full
@@ -288,14 +348,22 @@ def test_robots_txt_disallow_is_respected(workdir, server):
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_emoji_rtl_and_entities_are_stored_exactly(workdir, server, platform):
-    texts = ["Café ☕ 🎉 👩‍👩‍👧 “quoted” & <b>not bold</b> &amp; stays &lt;literal&gt;",
-             "שלום עולם! مرحبا بالعالم 123 — mixed עברית and English",
-             "Zero width\u200bjoiner, NBSP-free; tab\tinside\nsecond line"]
+    texts = [
+        "Café ☕ 🎉 👩‍👩‍👧 “quoted” & <b>not bold</b> &amp; stays &lt;literal&gt;",
+        "שלום עולם! مرحبا بالعالم 123 — mixed עברית and English",
+        "Zero width\u200bjoiner, NBSP-free; tab\tinside\nsecond line",
+    ]
     first = next(iter(server.accounts))
-    server.add_posts(pl.DataFrame({
-        "user_id": [first] * 3, "post_id": ["u1", "u2", "u3"],
-        "created_at": [datetime(2017, 2, 1), datetime(2017, 2, 2), datetime(2017, 2, 3)],
-        "text": texts}))
+    server.add_posts(
+        pl.DataFrame(
+            {
+                "user_id": [first] * 3,
+                "post_id": ["u1", "u2", "u3"],
+                "created_at": [datetime(2017, 2, 1), datetime(2017, 2, 2), datetime(2017, 2, 3)],
+                "text": texts,
+            }
+        )
+    )
     crawl(workdir, [entry(server, platform)])
     stored = {t for (t,) in rows(workdir / "t.duckdb", "SELECT text FROM posts")}
     assert set(texts) <= stored
@@ -306,10 +374,12 @@ def test_emoji_rtl_and_entities_are_stored_exactly(workdir, server, platform):
 
 def test_kill_9_mid_crawl_then_rerun_loses_nothing_committed(workdir, sample):
     with LocalPlatforms(first_users(sample, 40), page_cap=5, delay=0.01) as server:
-        command, _ = runner_command(workdir, [entry(server, "mastodon")],
-                                    overrides={"TRIBES_BATCH_SIZE": "50"})
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   cwd=workdir)
+        command, _ = runner_command(
+            workdir, [entry(server, "mastodon")], overrides={"TRIBES_BATCH_SIZE": "50"}
+        )
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
+        )
         deadline = time.monotonic() + 60
         while len(server.requests_to("/api/v1/accounts/1")) < 120:
             assert process.poll() is None and time.monotonic() < deadline, "crawl ended early"
@@ -320,10 +390,15 @@ def test_kill_9_mid_crawl_then_rerun_loses_nothing_committed(workdir, sample):
         committed = {i for (i,) in rows(db, "SELECT post_id FROM posts")}
         assert len(committed) >= 50  # whole batches were committed before the kill
         # an account's crawl state never runs ahead of its posts
-        users = {f"{a.username}@127.0.0.1": sum(len(p.text) <= 20_000 for p in a.posts)
-                 for a in server.accounts.values()}  # longer posts are skipped
-        for account, stored in rows(db, """SELECT s.account, count(p.post_id) FROM crawl_state s
-                LEFT JOIN posts p ON p.user_id = s.account GROUP BY s.account"""):
+        users = {
+            f"{a.username}@127.0.0.1": sum(len(p.text) <= 20_000 for p in a.posts)
+            for a in server.accounts.values()
+        }  # longer posts are skipped
+        for account, stored in rows(
+            db,
+            """SELECT s.account, count(p.post_id) FROM crawl_state s
+                LEFT JOIN posts p ON p.user_id = s.account GROUP BY s.account""",
+        ):
             assert stored == users[account]
         counts = crawl(workdir, [entry(server, "mastodon")], overrides={"TRIBES_BATCH_SIZE": "50"})
         total = sum(users.values())
@@ -337,8 +412,9 @@ def test_crawl_waits_for_another_writer(workdir, server):
     command, report = runner_command(workdir, [entry(server, "rss")])
     db = workdir / "t.duckdb"
     with store.connect(db):  # a refresh holding the write lock
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, cwd=workdir)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir
+        )
         time.sleep(3)
         assert process.poll() is None  # still waiting, not failed
     output, _ = process.communicate(timeout=120)
@@ -349,11 +425,19 @@ def test_crawl_waits_for_another_writer(workdir, server):
 
 def test_a_refresh_gets_the_database_during_a_long_crawl(workdir, sample):
     with LocalPlatforms(first_users(sample, 12), page_cap=5, delay=0.1) as server:
-        command, _ = runner_command(workdir, [entry(server, "mastodon")], overrides={
-            "TRIBES_BATCH_SIZE": "20", "TRIBES_DB_HOLD_SECONDS": "1",
-            "TRIBES_DB_IDLE_SECONDS": "0.5", "CONCURRENT_REQUESTS_PER_DOMAIN": "2"})
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, cwd=workdir)
+        command, _ = runner_command(
+            workdir,
+            [entry(server, "mastodon")],
+            overrides={
+                "TRIBES_BATCH_SIZE": "20",
+                "TRIBES_DB_HOLD_SECONDS": "1",
+                "TRIBES_DB_IDLE_SECONDS": "0.5",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": "2",
+            },
+        )
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
+        )
         while len(server.requests_to("/api/v1/accounts/1")) < 10:
             assert process.poll() is None
             time.sleep(0.02)
@@ -374,15 +458,17 @@ def test_a_refresh_gets_the_database_during_a_long_crawl(workdir, sample):
 # ------------------------------------------------------------------ flow, CLI and demo
 
 
-def test_cli_crawl_prints_counts_and_records_the_crawl(prefect_harness, workdir, server,
-                                                        monkeypatch):
+def test_cli_crawl_prints_counts_and_records_the_crawl(
+    prefect_harness, workdir, server, monkeypatch
+):
     monkeypatch.setenv("TRIBES_CRAWL_DELAY", "0")
     monkeypatch.setenv("TRIBES_CRAWL_CONCURRENCY_PER_DOMAIN", "8")
     sources = write_sources(workdir, [entry(server, "mastodon"), entry(server, "rss")])
     db = workdir / "t.duckdb"
     cli = CliRunner()
-    first = cli.invoke(app, ["--db", str(db), "crawl", "--sources", str(sources),
-                             "--source", "rss"])
+    first = cli.invoke(
+        app, ["--db", str(db), "crawl", "--sources", str(sources), "--source", "rss"]
+    )
     assert first.exit_code == 0, first.output
     assert "6 accounts" not in first.output and "3 accounts, 90 new, 0 updated" in first.output
     assert "unchanged" in first.output and "errors" in first.output

@@ -5,13 +5,16 @@ from pipeline import embed
 from pipeline.settings import DEFAULT_MODEL, load_settings
 
 
-@pytest.mark.parametrize(("name", "prefix"), [
-    ("intfloat/e5-base-v2", "query: "),
-    ("intfloat/multilingual-e5-small", "query: "),
-    ("/models/e5-large-v2/", "query: "),
-    (DEFAULT_MODEL, ""),
-    ("BAAI/bge-small-en-v1.5", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("intfloat/e5-base-v2", "query: "),
+        ("intfloat/multilingual-e5-small", "query: "),
+        ("/models/e5-large-v2/", "query: "),
+        (DEFAULT_MODEL, ""),
+        ("BAAI/bge-small-en-v1.5", ""),
+    ],
+)
 def test_e5_models_get_their_query_prefix(name, prefix):
     assert embed.default_prefix(name) == prefix
 

@@ -2,8 +2,16 @@ import pytest
 
 from pipeline.evaluate import agreement, mean_pairwise_ari, npmi_coherence, topic_diversity
 
-TEXTS = ["goal match striker", "goal match keeper", "striker goal", "vote senate bill",
-         "senate vote", "bill vote tax", "cooking pasta", "pasta sauce"]
+TEXTS = [
+    "goal match striker",
+    "goal match keeper",
+    "striker goal",
+    "vote senate bill",
+    "senate vote",
+    "bill vote tax",
+    "cooking pasta",
+    "pasta sauce",
+]
 
 
 def test_agreement_perfect_and_permuted():
@@ -18,8 +26,9 @@ def test_stability_of_identical_and_different_runs():
 
 
 def test_npmi_rewards_terms_that_occur_together():
-    coherent, mixed = npmi_coherence(TEXTS, [["goal", "match", "striker"],
-                                             ["goal", "vote", "pasta"]])
+    coherent, mixed = npmi_coherence(
+        TEXTS, [["goal", "match", "striker"], ["goal", "vote", "pasta"]]
+    )
     assert coherent > 0.3 and mixed == -1.0
     assert npmi_coherence(TEXTS, [["goal"]]) == [0.0]
 

@@ -23,8 +23,9 @@ def post_count(db):
 
 def test_import_parquet_sample_then_reimport_adds_nothing(workdir, sample_path):
     db = workdir / "t.duckdb"
-    first = tribes(db, "import", str(sample_path), "--platform", "facebook",
-                   "--label-col", "user_label")
+    first = tribes(
+        db, "import", str(sample_path), "--platform", "facebook", "--label-col", "user_label"
+    )
     assert first.exit_code == 0, first.output
     assert "4164 inserted" in first.output and "1 text longer than 20000 chars" in first.output
     second = tribes(db, "import", str(sample_path), "--platform", "facebook")
@@ -38,16 +39,36 @@ def test_import_parquet_sample_then_reimport_adds_nothing(workdir, sample_path):
 def test_import_csv_and_jsonl_with_renamed_columns(workdir):
     db = workdir / "t.duckdb"
     csv = workdir / "posts.csv"
-    csv.write_text("author,body,id,when\nann,Hello world ☕,1,2024-05-01T10:00:00\n"
-                   "ann,,2,2024-05-01\nbob,Bonjour &amp; merci,3,not a date\n", encoding="utf-8")
-    result = tribes(db, "import", str(csv), "--user-col", "author", "--text-col", "body",
-                    "--id-col", "id", "--time-col", "when")
+    csv.write_text(
+        "author,body,id,when\nann,Hello world ☕,1,2024-05-01T10:00:00\n"
+        "ann,,2,2024-05-01\nbob,Bonjour &amp; merci,3,not a date\n",
+        encoding="utf-8",
+    )
+    result = tribes(
+        db,
+        "import",
+        str(csv),
+        "--user-col",
+        "author",
+        "--text-col",
+        "body",
+        "--id-col",
+        "id",
+        "--time-col",
+        "when",
+    )
     assert result.exit_code == 0, result.output
     assert "2 inserted" in result.output and "1 empty text" in result.output
     jsonl = workdir / "posts.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [
-        {"user_id": "cy", "post_id": "9", "text": "שלום עולם", "created_at": 1714550400},
-    ]), encoding="utf-8")
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"user_id": "cy", "post_id": "9", "text": "שלום עולם", "created_at": 1714550400},
+            ]
+        ),
+        encoding="utf-8",
+    )
     assert tribes(db, "import", str(jsonl)).exit_code == 0
     with store.connect(db) as con:
         rows = dict(con.execute("SELECT post_id, text FROM posts").fetchall())
@@ -67,8 +88,9 @@ def test_import_csv_and_jsonl_with_renamed_columns(workdir):
         ("user_id,post_id,text,created_at\n", "p.csv", [], "has no rows"),
     ],
 )
-def test_bad_input_is_one_line_and_changes_nothing(workdir, sample_path, content, name, args,
-                                                   message):
+def test_bad_input_is_one_line_and_changes_nothing(
+    workdir, sample_path, content, name, args, message
+):
     db = workdir / "t.duckdb"
     tribes(db, "import", str(sample_path), "--platform", "facebook")
     before = post_count(db)
@@ -94,10 +116,15 @@ def test_latin1_file_imports_with_encoding_flag(workdir):
 
 def test_enormous_and_duplicate_posts_are_skipped_with_reasons(workdir):
     db = workdir / "t.duckdb"
-    frame = pl.DataFrame({
-        "user_id": ["a", "a", "a", "b"], "post_id": ["1", "1", "2", "3"],
-        "text": ["first", "second", "x" * 50_000, "ok"], "created_at": [None] * 4,
-    }, schema_overrides={"created_at": pl.Utf8})
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b"],
+            "post_id": ["1", "1", "2", "3"],
+            "text": ["first", "second", "x" * 50_000, "ok"],
+            "created_at": [None] * 4,
+        },
+        schema_overrides={"created_at": pl.Utf8},
+    )
     path = workdir / "p.parquet"
     frame.write_parquet(path)
     result = tribes(db, "import", str(path))

@@ -20,15 +20,26 @@ from pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "data" / "sample" / "products.csv"
-FOOTBALL = {"arsenal", "chelseafc", "liverpoolfc", "manchesterunited", "fcbarcelona",
-            "realmadrid", "englandteam", "equipedefrance", "figc", "officialussoccer"}
+FOOTBALL = {
+    "arsenal",
+    "chelseafc",
+    "liverpoolfc",
+    "manchesterunited",
+    "fcbarcelona",
+    "realmadrid",
+    "englandteam",
+    "equipedefrance",
+    "figc",
+    "officialussoccer",
+}
 BASKETBALL = {"nba", "cavs", "chicagobulls", "goldenstatewarriors", "nikebasketball"}
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def recommended(refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[Path]:
+def recommended(
+    refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A copy of the refreshed sample, the demo catalogue imported, refreshed again (real flow)."""
     folder = tmp_path_factory.mktemp("recommended")
     shutil.copytree(refreshed_template, folder, dirs_exist_ok=True)
@@ -77,7 +88,8 @@ def test_basketball_cluster_and_users_get_basketball_products(recommended):
     top = found.filter((pl.col("scope") == "cluster") & (pl.col("scope_id") == str(basketball)))
     assert top["category"][0] == "basketball", top.select("name", "category")
     firsts = found.filter((pl.col("scope") == "user") & (pl.col("rank") == 1)).with_columns(
-        user_id=pl.col("scope_id").str.split_exact(":", 1).struct.field("field_1"))
+        user_id=pl.col("scope_id").str.split_exact(":", 1).struct.field("field_1")
+    )
     hoops = firsts.filter(pl.col("user_id").is_in(list(BASKETBALL)))
     assert hoops.height == len(BASKETBALL)
     assert (hoops["category"] == "basketball").mean() >= 0.8, hoops.select("user_id", "name")
@@ -89,8 +101,10 @@ def test_every_clustered_user_and_cluster_has_ranked_products(recommended):
     run_id, found, members = recs(recommended)
     users = found.filter(pl.col("scope") == "user")
     assert users["scope_id"].n_unique() == members.height
-    assert found.filter(pl.col("scope") == "cluster")["scope_id"].n_unique() == \
-        members["cluster_id"].n_unique()
+    assert (
+        found.filter(pl.col("scope") == "cluster")["scope_id"].n_unique()
+        == members["cluster_id"].n_unique()
+    )
     assert users.group_by("scope_id").len()["len"].eq(5).all()
     assert users["reason"].str.starts_with('post: "').all()
 
@@ -106,12 +120,15 @@ def test_cli_recommend_for_user_and_cluster(recommended):
     assert "football" in shown.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--user", "nobody-here"], "no user 'nobody-here' in the database"),
-    (["--cluster", "999"], "has no cluster 999"),
-    ([], "pass exactly one of --user NAME or --cluster ID"),
-    (["--user", "nba", "--run", "no-such-run"], "no run 'no-such-run'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--user", "nobody-here"], "no user 'nobody-here' in the database"),
+        (["--cluster", "999"], "has no cluster 999"),
+        ([], "pass exactly one of --user NAME or --cluster ID"),
+        (["--user", "nba", "--run", "no-such-run"], "no run 'no-such-run'"),
+    ],
+)
 def test_cli_recommend_errors_are_one_line(recommended, args, message):
     shown = cli(recommended, "recommend", *args)
     assert shown.exit_code == 1
@@ -122,16 +139,21 @@ def test_cli_recommend_errors_are_one_line(recommended, args, message):
 def test_user_without_posts_gets_a_clear_error(recommended):
     settings = load_settings(db=recommended)
     with store.connect(recommended) as con:
-        store.upsert_users(con, pl.DataFrame({"platform": ["facebook"], "user_id": ["ghost"],
-                                              "display_name": ["Ghost Page"]}))
+        store.upsert_users(
+            con,
+            pl.DataFrame(
+                {"platform": ["facebook"], "user_id": ["ghost"], "display_name": ["Ghost Page"]}
+            ),
+        )
     with pytest.raises(rec.RecommendError, match="user ghost has no posts"):
         recommendations_for(settings, user="ghost")
     shown = cli(recommended, "recommend", "--user", "Ghost Page")
     assert shown.exit_code == 1
     assert "has no posts: nothing to recommend from" in shown.output
     with pytest.raises(rec.RecommendError, match="facebook:ghost has no posts"):
-        rec.interests(np.ones((2, 4), np.float32), np.array([0, 0]), 2,
-                      ["facebook:a", "facebook:ghost"])
+        rec.interests(
+            np.ones((2, 4), np.float32), np.array([0, 0]), 2, ["facebook:a", "facebook:ghost"]
+        )
 
 
 def test_failed_run_drops_its_recommendations(recommended, tmp_path):
@@ -146,12 +168,21 @@ def test_failed_run_drops_its_recommendations(recommended, tmp_path):
 
 BAD = [
     ("products.csv", "id,name\na,Ball\n", "lacks column(s) description"),
-    ("products.csv", "id,name,description\na,Ball,Round\nb,,No name\n",
-     "row 2 (id 'b'): missing name"),
-    ("products.csv", "id,name,description\na,Ball,Round\na,Shirt,Red\n",
-     "row 1 (id 'a'): duplicate id; 1 more bad row(s)"),
-    ("products.csv", "id,name,description,url\na,Ball,Round,javascript:alert(1)\n",
-     "row 1 (id 'a'): url must start with http:// or https://"),
+    (
+        "products.csv",
+        "id,name,description\na,Ball,Round\nb,,No name\n",
+        "row 2 (id 'b'): missing name",
+    ),
+    (
+        "products.csv",
+        "id,name,description\na,Ball,Round\na,Shirt,Red\n",
+        "row 1 (id 'a'): duplicate id; 1 more bad row(s)",
+    ),
+    (
+        "products.csv",
+        "id,name,description,url\na,Ball,Round,javascript:alert(1)\n",
+        "row 1 (id 'a'): url must start with http:// or https://",
+    ),
     ("products.csv", "id,name,description\n,Ball,Round\n", "row 1: missing id"),
     ("products.json", '["just a string"]', "expected a JSON list of product objects"),
     ("products.json", "{not json", "is not readable as json"),
@@ -181,8 +212,18 @@ def test_catalogue_formats_and_the_bundled_catalogue(tmp_path):
     assert 60 <= products.height <= 100
     assert products["id"].is_unique().all()
     categories = set(products["category"])
-    assert {"football", "basketball", "music", "entertainment", "news", "politics",
-            "religion_inspiration", "science", "gaming", "fashion_lifestyle"} <= categories
+    assert {
+        "football",
+        "basketball",
+        "music",
+        "entertainment",
+        "news",
+        "politics",
+        "religion_inspiration",
+        "science",
+        "gaming",
+        "fashion_lifestyle",
+    } <= categories
     products.write_parquet(tmp_path / "c.parquet")
     (tmp_path / "c.json").write_text(products.write_json(), encoding="utf-8")
     for path in (tmp_path / "c.parquet", tmp_path / "c.json"):

@@ -16,9 +16,12 @@ ARI_FLOOR = 0.12  # measured 0.188 (mean of 5 seeds 0.175) on the bundled sample
 
 def assignments(db):
     with store.connect(db) as con:
-        return store.frame(con, """SELECT uc.user_id, uc.cluster_id, uc.is_outlier, uc.probability,
+        return store.frame(
+            con,
+            """SELECT uc.user_id, uc.cluster_id, uc.is_outlier, uc.probability,
                                           u.label FROM latest_user_clusters uc
-                                   JOIN users u USING (platform, user_id)""")
+                                   JOIN users u USING (platform, user_id)""",
+        )
 
 
 def test_every_user_is_assigned_and_clusters_match_known_interests(refreshed):
@@ -40,8 +43,23 @@ def test_football_clubs_share_a_cluster_named_with_football_terms(refreshed):
     with store.connect(refreshed) as con:
         table = store.cluster_table(con, store.latest_run_id(con))
     terms = table.filter(pl.col("cluster_id") == home)["top_terms"][0]
-    football = {"football", "goal", "league", "match", "club", "arsenal", "chelsea", "madrid",
-                "liverpool", "united", "champions", "premier", "win", "season", "fans"}
+    football = {
+        "football",
+        "goal",
+        "league",
+        "match",
+        "club",
+        "arsenal",
+        "chelsea",
+        "madrid",
+        "liverpool",
+        "united",
+        "champions",
+        "premier",
+        "win",
+        "season",
+        "fans",
+    }
     assert football & set(terms.split(", ")), terms
 
 
@@ -52,11 +70,18 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
     with store.connect(refreshed) as con:
         assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded
         assert store.latest_run_id(con) == second
-        new = pl.DataFrame({"platform": "facebook", "post_id": ["n1", "n2"],
-                            "user_id": "arsenal", "created_at": None,
-                            "text": ["Gunners win the derby 3-0!", "Gunners win the derby 3-0!"],
-                            "url": None, "kind": "post"},
-                           schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8})
+        new = pl.DataFrame(
+            {
+                "platform": "facebook",
+                "post_id": ["n1", "n2"],
+                "user_id": "arsenal",
+                "created_at": None,
+                "text": ["Gunners win the derby 3-0!", "Gunners win the derby 3-0!"],
+                "url": None,
+                "kind": "post",
+            },
+            schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8},
+        )
         store.upsert_posts(con, new)
     refresh(db=str(refreshed))
     with store.connect(refreshed) as con:
@@ -70,7 +95,9 @@ def test_unchanged_refresh_shows_cached_tasks(refreshed):
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs()
     cached = {tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.state_name == "Cached"}
-    assert {"clean", "embed", "profile", "reduce"} <= cached, sorted({(tr.name, tr.state_name) for tr in task_runs})
+    assert {"clean", "embed", "profile", "reduce"} <= cached, sorted(
+        {(tr.name, tr.state_name) for tr in task_runs}
+    )
     assert run_id
 
 
@@ -82,7 +109,8 @@ def test_failed_refresh_keeps_previous_results(refreshed):
     with store.connect(refreshed) as con:
         assert store.latest_run_id(con) == before
         status, error = con.execute(
-            "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()[0]
+            "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()[0]
     assert status == "failed" and "no-such-org/no-such-model" in error
 
 

@@ -33,8 +33,10 @@ needs_chromium = pytest.mark.skipif(
     reason="Debian's `chromium` is not installed (apt-get install -y chromium; .ci/run does it)",
 )
 HOSTILE_NAME = "</script><script>document.title='pwned-by-name'</script>"
-PAYLOAD = ("<script>document.title='pwned-by-post'</script>"
-           "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">")
+PAYLOAD = (
+    "<script>document.title='pwned-by-post'</script>"
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"
+)
 HOSTILE_POSTS = [
     f"Match day! {PAYLOAD} Come on you Reds, what a goal",
     f"Derby win {PAYLOAD} the league title race is on",
@@ -52,23 +54,27 @@ class Reported:
 
 
 @pytest.fixture(scope="module")
-def reported(refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Reported]:
+def reported(
+    refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Reported]:
     """The refreshed sample plus the demo catalogue and a page whose name and posts carry
     script injections, refreshed again by the real flow (which writes the report)."""
     folder = tmp_path_factory.mktemp("reported")
     shutil.copytree(refreshed_template, folder, dirs_exist_ok=True)
     hostile = folder / "hostile.csv"
-    pl.DataFrame({
-        "post_id": [f"h{i}" for i in range(len(HOSTILE_POSTS))], "user_id": "intruder",
-        "name": HOSTILE_NAME, "text": HOSTILE_POSTS,
-    }).write_csv(hostile)
+    pl.DataFrame(
+        {
+            "post_id": [f"h{i}" for i in range(len(HOSTILE_POSTS))],
+            "user_id": "intruder",
+            "name": HOSTILE_NAME,
+            "text": HOSTILE_POSTS,
+        }
+    ).write_csv(hostile)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         settings = load_settings(db=folder / "tribes.duckdb")
         import_catalogue(settings, str(CATALOGUE))
-        import_file(settings, str(hostile), "facebook",
-                    ColumnMap(time=None, name="name"))
+        import_file(settings, str(hostile), "facebook", ColumnMap(time=None, name="name"))
         run_id = refresh(db=str(settings.db))
         yield Reported(settings, run_id, settings.reports_dir / run_id / "report.html")
 
@@ -76,11 +82,25 @@ def reported(refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
 def chromium(page: Path, tmp: Path, *args: str) -> str:
     """Run headless Chromium on a file with the network parts off; returns stdout."""
     done = subprocess.run(
-        [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--no-first-run", "--disable-component-update",
-         "--disable-sync", "--disable-extensions", f"--user-data-dir={tmp / 'profile'}",
-         "--virtual-time-budget=10000", *args, page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            CHROMIUM or "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            f"--user-data-dir={tmp / 'profile'}",
+            "--virtual-time-budget=10000",
+            *args,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -122,8 +142,7 @@ def test_hostile_text_is_escaped_everywhere(reported):
 
 
 @needs_chromium
-def test_chromium_renders_every_section_and_the_map_and_runs_no_injected_script(
-        reported, tmp_path):
+def test_chromium_renders_every_section_and_the_map_and_runs_no_injected_script(reported, tmp_path):
     dom = chromium(reported.page, tmp_path, "--dump-dom")
     title = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert title and title.group(1).startswith("Tribes report · run"), title
@@ -133,7 +152,7 @@ def test_chromium_renders_every_section_and_the_map_and_runs_no_injected_script(
     assert "&lt;script&gt;document.title='pwned-by-post'&lt;/script&gt;" in dom  # text node
     for cluster_id in clusters_of(reported.settings, reported.run_id):
         assert re.search(rf'<section class="card cluster" id="cluster-{cluster_id}"', dom)
-    map_div = dom[dom.index('id="map"'):]
+    map_div = dom[dom.index('id="map"') :]
     assert 'class="main-svg"' in map_div[:20_000]  # plotly.js ran offline and drew the map
     assert map_div.count('class="point"') >= 100  # one marker per user
 
@@ -141,8 +160,13 @@ def test_chromium_renders_every_section_and_the_map_and_runs_no_injected_script(
 @needs_chromium
 def test_chromium_screenshot_shows_the_report(reported, tmp_path):
     shot = tmp_path / "report.png"
-    chromium(reported.page, tmp_path, "--hide-scrollbars", "--window-size=1280,2400",
-             f"--screenshot={shot}")
+    chromium(
+        reported.page,
+        tmp_path,
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+    )
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)[..., :3]
@@ -170,8 +194,10 @@ def test_report_shows_changes_recommendations_and_run_details(reported):
 
 def test_cli_report_for_a_run_into_a_folder_and_errors(reported, tmp_path):
     out = tmp_path / "out"
-    shown = runner.invoke(app, ["--db", str(reported.settings.db), "report", "--run",
-                                reported.run_id, "--out", str(out)])
+    shown = runner.invoke(
+        app,
+        ["--db", str(reported.settings.db), "report", "--run", reported.run_id, "--out", str(out)],
+    )
     assert shown.exit_code == 0, shown.output
     assert str(out / "report.html") in shown.output.replace("\n", "")
     assert (out / "report.html").is_file() and (out / "map.png").is_file()

@@ -14,7 +14,7 @@ def test_defaults(workdir):
 
 
 def test_precedence_defaults_toml_env_flags(workdir, monkeypatch):
-    (workdir / "tribes.toml").write_text('min_cluster_size = 4\nbatch_size = 16\ntop_terms = 7\n')
+    (workdir / "tribes.toml").write_text("min_cluster_size = 4\nbatch_size = 16\ntop_terms = 7\n")
     monkeypatch.setenv("TRIBES_BATCH_SIZE", "32")
     monkeypatch.setenv("TRIBES_TOP_TERMS", "8")
     settings = load_settings(top_terms=9)

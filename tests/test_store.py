@@ -10,11 +10,18 @@ from pipeline import store
 
 
 def posts(ids, texts, user="u1"):
-    return pl.DataFrame({
-        "platform": "x", "post_id": ids, "user_id": user,
-        "created_at": [datetime(2024, 1, 1)] * len(ids), "text": texts,
-        "url": None, "kind": "post",
-    }, schema_overrides={"url": pl.Utf8})
+    return pl.DataFrame(
+        {
+            "platform": "x",
+            "post_id": ids,
+            "user_id": user,
+            "created_at": [datetime(2024, 1, 1)] * len(ids),
+            "text": texts,
+            "url": None,
+            "kind": "post",
+        },
+        schema_overrides={"url": pl.Utf8},
+    )
 
 
 def test_migrations_create_schema_once(tmp_path):
@@ -24,9 +31,19 @@ def test_migrations_create_schema_once(tmp_path):
     with store.connect(path) as con:  # reopening applies nothing twice
         rows = con.execute("SELECT count(*) FROM schema_version").fetchall()[0][0]
         assert rows == store.SCHEMA_VERSION
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert {"posts", "users", "embeddings", "runs", "user_clusters", "clusters",
-            "cluster_terms", "latest_user_clusters"} <= tables
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+    assert {
+        "posts",
+        "users",
+        "embeddings",
+        "runs",
+        "user_clusters",
+        "clusters",
+        "cluster_terms",
+        "latest_user_clusters",
+    } <= tables
 
 
 def test_upsert_counts_and_idempotence(tmp_path):
@@ -66,11 +83,28 @@ def test_embeddings_round_trip_and_missing(tmp_path):
 
 
 def test_failed_run_leaves_previous_results(tmp_path):
-    members = pl.DataFrame({"platform": ["x"], "user_id": ["u1"], "cluster_id": [0],
-                            "probability": [1.0], "is_outlier": [False], "x": [0.0], "y": [0.0],
-                            "n_posts": [1]})
-    clusters = pl.DataFrame({"cluster_id": [0], "label": ["a"], "size": [1], "n_outliers": [0],
-                             "example_users": [["u1"]], "representative_posts": [["a"]]})
+    members = pl.DataFrame(
+        {
+            "platform": ["x"],
+            "user_id": ["u1"],
+            "cluster_id": [0],
+            "probability": [1.0],
+            "is_outlier": [False],
+            "x": [0.0],
+            "y": [0.0],
+            "n_posts": [1],
+        }
+    )
+    clusters = pl.DataFrame(
+        {
+            "cluster_id": [0],
+            "label": ["a"],
+            "size": [1],
+            "n_outliers": [0],
+            "example_users": [["u1"]],
+            "representative_posts": [["a"]],
+        }
+    )
     terms = pl.DataFrame({"cluster_id": [0], "term": ["a"], "weight": [1.0], "rank": [1]})
     with store.connect(tmp_path / "t.duckdb") as con:
         good = store.start_run(con, {}, "v1")
@@ -103,8 +137,10 @@ def test_locked_database_gives_one_line_error(tmp_path):
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(store.StoreError, match="locked by another process"), \
-                store.connect(path, wait_seconds=0.5):
+        with (
+            pytest.raises(store.StoreError, match="locked by another process"),
+            store.connect(path, wait_seconds=0.5),
+        ):
             pass
     finally:
         release.set()

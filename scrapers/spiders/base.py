@@ -73,13 +73,19 @@ class AccountSpider(scrapy.Spider):
 
     platform: ClassVar[str]
 
-    def __init__(self, source: Source | str | None = None, sources: str = "sources.yaml",
-                 max_posts_per_user: int | str | None = None,
-                 since: datetime | str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        source: Source | str | None = None,
+        sources: str = "sources.yaml",
+        max_posts_per_user: int | str | None = None,
+        since: datetime | str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if not isinstance(source, Source):
-            chosen = [s for s in load_sources(sources).select(source)
-                      if s.platform == self.platform]
+            chosen = [
+                s for s in load_sources(sources).select(source) if s.platform == self.platform
+            ]
             if not chosen:
                 raise ValueError(f"{sources} has no {self.platform} source {source or ''}".strip())
             source = chosen[0]
@@ -96,9 +102,15 @@ class AccountSpider(scrapy.Spider):
         for account in self.source.accounts:
             key = self.source.account_key(account)
             state = remembered.get(key, {})
-            run = AccountRun(self.source.name, self.platform, key, account,
-                             known_id=state.get("newest_post_id"),
-                             known_at=state.get("newest_created_at"), cursor=state.get("cursor"))
+            run = AccountRun(
+                self.source.name,
+                self.platform,
+                key,
+                account,
+                known_id=state.get("newest_post_id"),
+                known_at=state.get("newest_created_at"),
+                cursor=state.get("cursor"),
+            )
             bump(self.crawler.stats, run.source, run.account, "errors", 0)
             for request in self.first_requests(run):
                 yield request
@@ -106,8 +118,9 @@ class AccountSpider(scrapy.Spider):
     def remembered_state(self) -> dict[str, dict]:
         """Where earlier completed crawls of this platform's accounts got to."""
         settings = self.crawler.settings
-        with store.connect(settings.get("TRIBES_DB"),
-                           wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS", 900)) as con:
+        with store.connect(
+            settings.get("TRIBES_DB"), wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS", 900)
+        ) as con:
             return store.read_crawl_state(con, self.platform)
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
@@ -115,11 +128,13 @@ class AccountSpider(scrapy.Spider):
 
     # ------------------------------------------------------------ requests and errors
 
-    def request(self, url: str, run: AccountRun, callback: Callable, **kwargs: Any
-                ) -> scrapy.Request:
+    def request(
+        self, url: str, run: AccountRun, callback: Callable, **kwargs: Any
+    ) -> scrapy.Request:
         meta = {"tribes": run, **kwargs.pop("meta", {})}
-        return scrapy.Request(url, callback=callback, errback=self.request_failed, meta=meta,
-                              **kwargs)
+        return scrapy.Request(
+            url, callback=callback, errback=self.request_failed, meta=meta, **kwargs
+        )
 
     def request_failed(self, failure: Failure) -> None:
         run = failure.request.meta["tribes"]
@@ -142,19 +157,38 @@ class AccountSpider(scrapy.Spider):
             return True
         return self.max_posts is not None and run.fetched >= self.max_posts
 
-    def post(self, run: AccountRun, post_id: str, created_at: datetime | None, text: str,
-             url: str | None, kind: str = "post", mark: datetime | None = None) -> PostItem:
+    def post(
+        self,
+        run: AccountRun,
+        post_id: str,
+        created_at: datetime | None,
+        text: str,
+        url: str | None,
+        kind: str = "post",
+        mark: datetime | None = None,
+    ) -> PostItem:
         """A post of the account; the first one is remembered as the account's newest."""
         if run.fetched == 0:
             run.newest_id, run.newest_at = post_id, mark or created_at
         run.fetched += 1
-        return PostItem(self.platform, post_id, run.user_id, created_at, text, url, kind,
-                        run.source, run.account)
+        return PostItem(
+            self.platform,
+            post_id,
+            run.user_id,
+            created_at,
+            text,
+            url,
+            kind,
+            run.source,
+            run.account,
+        )
 
     def done(self, run: AccountRun, cursor: str | None = None) -> AccountDone:
         """The account's crawl completed: remember its newest post for the next crawl."""
         return AccountDone(
-            self.platform, run.source, run.account,
+            self.platform,
+            run.source,
+            run.account,
             newest_post_id=run.newest_id or run.known_id,
             newest_created_at=run.newest_at if run.newest_id else run.known_at,
             cursor=cursor if cursor is not None else run.cursor,

@@ -46,18 +46,25 @@ class BlueskySpider(AccountSpider):
             raise ParseError("the profile has no DID")
         run.user_id = profile["did"]
         handle = profile.get("handle")
-        yield UserItem(self.platform, run.user_id,
-                       run.config.name or profile.get("displayName") or handle, run.config.label,
-                       f"https://bsky.app/profile/{handle}" if handle else None,
-                       profile.get("description"), run.source, run.account)
+        yield UserItem(
+            self.platform,
+            run.user_id,
+            run.config.name or profile.get("displayName") or handle,
+            run.config.label,
+            f"https://bsky.app/profile/{handle}" if handle else None,
+            profile.get("description"),
+            run.source,
+            run.account,
+        )
         yield self.feed(run, cursor=None)
 
     def feed(self, run: AccountRun, cursor: str | None) -> scrapy.Request:
         params: dict[str, Any] = {"actor": run.user_id, "limit": self.page_size}
         if cursor:
             params["cursor"] = cursor
-        return self.request(self.xrpc("app.bsky.feed.getAuthorFeed", **params), run,
-                            self.parse_feed)
+        return self.request(
+            self.xrpc("app.bsky.feed.getAuthorFeed", **params), run, self.parse_feed
+        )
 
     def parse_feed(self, response: Response) -> Iterator[Any]:
         run: AccountRun = response.meta["tribes"]
@@ -85,11 +92,17 @@ class BlueskySpider(AccountSpider):
             if self.stop_before(run, post_id, mark):
                 finished = True
                 break
-            yield self.post(run, post_id, created, str(record.get("text") or ""), post_url(post),
-                            kind, mark=mark)
+            yield self.post(
+                run,
+                post_id,
+                created,
+                str(record.get("text") or ""),
+                post_url(post),
+                kind,
+                mark=mark,
+            )
         cursor = data.get("cursor")
-        if finished or not cursor or (self.max_posts is not None
-                                      and run.fetched >= self.max_posts):
+        if finished or not cursor or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)
         else:
             yield self.feed(run, cursor=str(cursor))

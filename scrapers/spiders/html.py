@@ -58,24 +58,39 @@ class HtmlSpider(AccountSpider):
             raise ParseError(f"no element matches the post selector {rules.post!r}")
         if first:
             title = (response.css("title::text").get() or "").strip() or None
-            yield UserItem(self.platform, run.user_id, run.config.name or title, run.config.label,
-                           response.url, None, run.source, run.account)
+            yield UserItem(
+                self.platform,
+                run.user_id,
+                run.config.name or title,
+                run.config.label,
+                response.url,
+                None,
+                run.source,
+                run.account,
+            )
         finished = False
         for element in posts:
             text = selection_text(select(element, rules.text))
             created = parse_time(first_value(element, rules.date))
             link = first_value(element, rules.url)
             url = response.urljoin(link) if link else None
-            post_id = (first_value(element, rules.id) or url
-                       or hashlib.sha1(f"{text}|{created}".encode()).hexdigest())
+            post_id = (
+                first_value(element, rules.id)
+                or url
+                or hashlib.sha1(f"{text}|{created}".encode()).hexdigest()
+            )
             if self.stop_before(run, post_id, created):
                 finished = True
                 break
             yield self.post(run, post_id, created, text, url)
         link = first_value(response, rules.next_page)
         following = response.urljoin(link) if link else None
-        if finished or not following or following in run.pages or (
-                self.max_posts is not None and run.fetched >= self.max_posts):
+        if (
+            finished
+            or not following
+            or following in run.pages
+            or (self.max_posts is not None and run.fetched >= self.max_posts)
+        ):
             yield self.done(run)
         else:
             yield self.request(following, run, self.parse_page)

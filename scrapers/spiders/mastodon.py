@@ -47,25 +47,35 @@ class MastodonSpider(AccountSpider):
         account = json_of(response, dict)
         if not account.get("id"):
             raise ParseError("the lookup answer has no account id")
-        yield UserItem(self.platform, run.user_id,
-                       run.config.name or account.get("display_name") or account.get("username"),
-                       run.config.label, account.get("url"), html_to_text(account.get("note")),
-                       run.source, run.account)
+        yield UserItem(
+            self.platform,
+            run.user_id,
+            run.config.name or account.get("display_name") or account.get("username"),
+            run.config.label,
+            account.get("url"),
+            html_to_text(account.get("note")),
+            run.source,
+            run.account,
+        )
         yield self.statuses(run, who.instance, str(account["id"]), max_id=None)
 
-    def statuses(self, run: AccountRun, instance: str, account_id: str, max_id: str | None
-                 ) -> scrapy.Request:
+    def statuses(
+        self, run: AccountRun, instance: str, account_id: str, max_id: str | None
+    ) -> scrapy.Request:
         params = {"limit": self.page_size}
         if max_id:
             params["max_id"] = max_id
         if run.known_id:
             params["since_id"] = run.known_id
         url = f"{instance}/api/v1/accounts/{account_id}/statuses?{urlencode(params)}"
-        return self.request(url, run, self.parse_statuses,
-                            cb_kwargs={"instance": instance, "account_id": account_id})
+        return self.request(
+            url,
+            run,
+            self.parse_statuses,
+            cb_kwargs={"instance": instance, "account_id": account_id},
+        )
 
-    def parse_statuses(self, response: Response, instance: str, account_id: str
-                       ) -> Iterator[Any]:
+    def parse_statuses(self, response: Response, instance: str, account_id: str) -> Iterator[Any]:
         run: AccountRun = response.meta["tribes"]
         page = json_of(response, list)
         finished = not page
@@ -81,8 +91,14 @@ class MastodonSpider(AccountSpider):
             boost = status.get("reblog")
             kind = "boost" if boost else "reply" if status.get("in_reply_to_id") else "post"
             body = boost if isinstance(boost, dict) else status
-            yield self.post(run, status_id, created, status_text(body),
-                            status.get("url") or body.get("url") or status.get("uri"), kind)
+            yield self.post(
+                run,
+                status_id,
+                created,
+                status_text(body),
+                status.get("url") or body.get("url") or status.get("uri"),
+                kind,
+            )
         if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)
         else:

@@ -69,8 +69,13 @@ class FeedSpider(AccountSpider):
             headers["If-None-Match"] = remembered["etag"]
         if remembered.get("modified"):
             headers["If-Modified-Since"] = remembered["modified"]
-        yield self.request(run.account, run, self.parse_feed, headers=headers,
-                           meta={"handle_httpstatus_list": [304]})
+        yield self.request(
+            run.account,
+            run,
+            self.parse_feed,
+            headers=headers,
+            meta={"handle_httpstatus_list": [304]},
+        )
 
     def parse_feed(self, response: Response) -> Iterator[Any]:
         run: AccountRun = response.meta["tribes"]
@@ -78,16 +83,24 @@ class FeedSpider(AccountSpider):
             yield self.done(run)
             return
         content_type = response.headers.get("Content-Type", b"").decode("latin-1")
-        feed = feedparser.parse(io.BytesIO(response.body), response_headers={
-            "content-type": content_type, "content-location": response.url})
+        feed = feedparser.parse(
+            io.BytesIO(response.body),
+            response_headers={"content-type": content_type, "content-location": response.url},
+        )
         if not feed.get("version") or (feed.get("bozo") and not feed.entries):
             problem = feed.get("bozo_exception") or "unknown format"
             raise ParseError(f"not an RSS or Atom feed ({problem})")
         info = feed.feed
-        yield UserItem(self.platform, run.user_id, run.config.name or info.get("title"),
-                       run.config.label, info.get("link") or run.account,
-                       detail_text(info.get("subtitle_detail"), info.get("subtitle")) or None,
-                       run.source, run.account)
+        yield UserItem(
+            self.platform,
+            run.user_id,
+            run.config.name or info.get("title"),
+            run.config.label,
+            info.get("link") or run.account,
+            detail_text(info.get("subtitle_detail"), info.get("subtitle")) or None,
+            run.source,
+            run.account,
+        )
         entries = [(entry_time(e), e) for e in feed.entries]
         entries.sort(key=lambda pair: pair[0] or datetime.min, reverse=True)
         for created, entry in entries:
@@ -96,6 +109,8 @@ class FeedSpider(AccountSpider):
             if self.stop_before(run, post_id, created):
                 break
             yield self.post(run, post_id, created, text, entry.get("link"))
-        cursor = {"etag": response.headers.get("ETag", b"").decode("latin-1"),
-                  "modified": response.headers.get("Last-Modified", b"").decode("latin-1")}
+        cursor = {
+            "etag": response.headers.get("ETag", b"").decode("latin-1"),
+            "modified": response.headers.get("Last-Modified", b"").decode("latin-1"),
+        }
         yield self.done(run, cursor=json.dumps({k: v for k, v in cursor.items() if v}))
