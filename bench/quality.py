@@ -85,8 +85,8 @@ def available_sets() -> dict[str, callable]:
 
 
 def load_into_db(name: str, posts: pl.DataFrame):
-    """A bench database holding exactly this set (re-runs reuse its embeddings)."""
-    settings = load_settings(db=BENCH / name / "tribes.duckdb")
+    """A bench database holding exactly this set's posts (re-runs reuse its embeddings)."""
+    settings = load_settings(db=BENCH / name.removesuffix("_fine") / "tribes.duckdb")
     frame = posts.with_columns(
         platform=pl.lit("bench"),
         url=pl.lit(None, pl.Utf8),
