@@ -327,6 +327,55 @@ def crawl(
 
 
 @app.command()
+def evaluate(
+    labels: Annotated[
+        str, typer.Option(help="users column 'label', or a CSV/Parquet file (user_id, label)")
+    ] = "label",
+    seeds: Annotated[int, typer.Option(min=1, max=5, help="refreshes with different seeds")] = 5,
+) -> None:
+    """Refresh with several seeds and score the clusters against known user labels."""
+    from flows.evaluate import SEEDS, evaluate_tribes, read_labels
+
+    config = settings()
+    known = run_guarded(lambda: read_labels(config, labels))
+    if known.height == 0:
+        raise fail(f"no known labels found in {labels!r}: import with --label-col first")
+    scores = run_guarded(lambda: evaluate_tribes(config, known, SEEDS[:seeds]))
+    view = Table(title=f"Clusters vs known labels ({known.height} labelled users)")
+    for column in (
+        "ARI",
+        "NMI",
+        "AMI",
+        "clusters",
+        "noise",
+        "largest",
+        "mean ARI (seeds)",
+        "stability",
+        "NPMI",
+        "diversity",
+    ):
+        view.add_column(column)
+    view.add_row(
+        *(
+            f"{v:.3f}" if isinstance(v, float) else str(v)
+            for v in (
+                scores.ari,
+                scores.nmi,
+                scores.ami,
+                scores.n_clusters,
+                scores.noise_share,
+                scores.largest,
+                scores.seed_ari,
+                scores.stability,
+                scores.npmi,
+                scores.diversity,
+            )
+        )
+    )
+    console.print(view)
+
+
+@app.command()
 def demo() -> None:
     """Crawl the bundled sample of real Facebook page posts, refresh, print the clusters."""
     from flows.crawl import collect_demo_sample

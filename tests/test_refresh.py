@@ -122,3 +122,14 @@ def test_cli_clusters_table_and_empty_database_error(refreshed, workdir):
     empty = runner.invoke(app, ["--db", str(workdir / "empty.duckdb"), "refresh"])
     assert empty.exit_code == 1
     assert "holds no posts" in empty.output and "tribes import" in empty.output
+
+
+def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Clusters vs known labels (139 labelled users)" in result.output
+    labels = workdir / "labels.csv"
+    labels.write_text("user_id,category\narsenal,sports\n")
+    bad = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--labels", str(labels)])
+    assert bad.exit_code == 1 and "lacks columns ['label']" in bad.output
