@@ -101,6 +101,18 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All statements inside commit together, or none do."""
+    con.begin()
+    try:
+        yield con
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
 # ---------------------------------------------------------------- connection and schema
 
 
@@ -160,8 +172,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             f"database schema v{current} is newer than this Tribes (v{SCHEMA_VERSION}): upgrade"
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
-        con.begin()
-        try:
+        with transaction(con):
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
                 "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
@@ -169,10 +180,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             for statement in MIGRATIONS[version - 1]:
                 con.execute(statement)
             con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now()])
-            con.commit()
-        except Exception:
-            con.rollback()
-            raise
     return SCHEMA_VERSION
 
 
@@ -199,8 +206,7 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 def upsert_posts(con: duckdb.DuckDBPyConnection, posts: pl.DataFrame) -> UpsertCounts:
     """Insert new posts and update changed ones, keyed by (platform, post_id), in one go."""
     stamp = now()
-    con.begin()
-    try:
+    with transaction(con):
         con.register(
             "incoming_frame",
             posts.select(POST_COLUMNS).unique(["platform", "post_id"], keep="last"),
@@ -232,10 +238,6 @@ def upsert_posts(con: duckdb.DuckDBPyConnection, posts: pl.DataFrame) -> UpsertC
             [stamp, stamp],
         )
         con.execute("DROP TABLE incoming")
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
     inserted, updated, total = status
     return UpsertCounts(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
 
@@ -353,14 +355,13 @@ def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> s
 
 def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
     """Mark a run failed and drop any partial results; earlier runs stay as they were."""
-    con.begin()
-    for table in ("user_clusters", "clusters", "cluster_terms", "recommendations"):
-        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-    con.execute(
-        "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
-        [now(), error[:2000], run_id],
-    )
-    con.commit()
+    with transaction(con):
+        for table in ("user_clusters", "clusters", "cluster_terms", "recommendations"):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        con.execute(
+            "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
+            [now(), error[:2000], run_id],
+        )
 
 
 def complete_run(
@@ -373,8 +374,7 @@ def complete_run(
     n_posts: int,
 ) -> None:
     """Write a run's results and mark it completed, all in one transaction."""
-    con.begin()
-    try:
+    with transaction(con):
         for table, rows in (
             ("user_clusters", user_clusters),
             ("clusters", clusters),
@@ -389,10 +389,6 @@ def complete_run(
             n_clusters = ?, timings = ? WHERE run_id = ?""",
             [now(), n_posts, user_clusters.height, clusters.height, json.dumps(timings), run_id],
         )
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -432,8 +428,7 @@ RECOMMENDATION_COLUMNS = ["scope", "scope_id", "product_id", "score", "rank", "r
 
 def replace_products(con: duckdb.DuckDBPyConnection, products: pl.DataFrame) -> int:
     """Make `products` (product_id, name, description, category, url) the whole catalogue."""
-    con.begin()
-    try:
+    with transaction(con):
         con.register("incoming_products", products.select(PRODUCT_COLUMNS))
         con.execute("DELETE FROM products")
         con.execute(
@@ -441,10 +436,6 @@ def replace_products(con: duckdb.DuckDBPyConnection, products: pl.DataFrame) -> 
             [now()],
         )
         con.unregister("incoming_products")
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
     return products.height
 
 
@@ -457,8 +448,7 @@ def read_products(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 def write_recommendations(con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.DataFrame) -> int:
     """Replace a run's recommendations with `rows` (scope, scope_id, product_id, score, rank,
     reason) in one transaction."""
-    con.begin()
-    try:
+    with transaction(con):
         con.execute("DELETE FROM recommendations WHERE run_id = ?", [run_id])
         con.register("incoming_recs", rows.select(RECOMMENDATION_COLUMNS))
         con.execute(
@@ -466,10 +456,6 @@ def write_recommendations(con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.
             [run_id],
         )
         con.unregister("incoming_recs")
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
     return rows.height
 
 
