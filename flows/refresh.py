@@ -50,6 +50,17 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's resu
 }
 
 
+def transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry a failed task unless its error is one a retry cannot fix (bad model, bad data)."""
+    try:
+        state.result()
+    except (embed_step.ModelError, ValueError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
 def stage_key(settings: Settings, stage: str) -> list[Any]:
     """The database, the code version and the settings that a stage's result depends on."""
     return [
@@ -80,7 +91,7 @@ def open_db(settings: Settings):
     return store.connect(settings.db, wait_seconds=settings.lock_wait_seconds)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
 def begin_run(settings: Settings) -> tuple[str, str]:
     """Record a new run and return (run_id, data_version)."""
     with open_db(settings) as con:
@@ -90,7 +101,13 @@ def begin_run(settings: Settings) -> tuple[str, str]:
         return store.start_run(con, settings.analysis_fingerprint(), version), version
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=cached("clean"), persist_result=True)
+@task(
+    retries=2,
+    retry_condition_fn=transient,
+    retry_delay_seconds=2,
+    cache_policy=cached("clean"),
+    persist_result=True,
+)
 def clean(settings: Settings, version: str) -> str:
     out = artifact(settings, "clean", "parquet", version)
     if not out.exists():
@@ -101,7 +118,13 @@ def clean(settings: Settings, version: str) -> str:
     return str(out)
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=cached("embed"), persist_result=True)
+@task(
+    retries=2,
+    retry_condition_fn=transient,
+    retry_delay_seconds=5,
+    cache_policy=cached("embed"),
+    persist_result=True,
+)
 def embed(settings: Settings, clean_path: str, model_id: str) -> int:
     """Embed every cleaned text that has no stored vector for this model; returns how many."""
     logger = get_run_logger()
@@ -147,7 +170,7 @@ def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     return users.drop("user_row"), owner["user_row"].to_numpy()
 
 
-@task(retries=1, cache_policy=cached("profile"), persist_result=True)
+@task(retries=1, retry_condition_fn=transient, cache_policy=cached("profile"), persist_result=True)
 def profile(settings: Settings, clean_path: str, model_id: str) -> str:
     out = artifact(settings, "profile", "npz", clean_path, model_id)
     if not out.exists():
@@ -166,7 +189,7 @@ def profile(settings: Settings, clean_path: str, model_id: str) -> str:
     return str(out)
 
 
-@task(retries=1, cache_policy=cached("reduce"), persist_result=True)
+@task(retries=1, retry_condition_fn=transient, cache_policy=cached("reduce"), persist_result=True)
 def reduce(settings: Settings, profile_path: str) -> str:
     out = artifact(settings, "reduce", "npz", profile_path)
     if not out.exists():
@@ -185,7 +208,7 @@ def reduce(settings: Settings, profile_path: str) -> str:
     return str(out)
 
 
-@task(retries=1, cache_policy=cached("cluster"), persist_result=True)
+@task(retries=1, retry_condition_fn=transient, cache_policy=cached("cluster"), persist_result=True)
 def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
     out = artifact(settings, "cluster", "parquet", reduce_path)
     if not out.exists():
@@ -204,7 +227,7 @@ def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
     return str(out)
 
 
-@task(retries=1, cache_policy=cached("label"), persist_result=True)
+@task(retries=1, retry_condition_fn=transient, cache_policy=cached("label"), persist_result=True)
 def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str) -> str:
     """c-TF-IDF terms, labels, example users and representative posts per cluster."""
     out = artifact(settings, "label", "parquet", clean_path, cluster_path)
@@ -256,7 +279,7 @@ def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str)
     return str(out)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
 def publish(
     settings: Settings,
     run_id: str,
