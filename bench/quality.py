@@ -143,7 +143,7 @@ def score_users(
     )
 
 
-def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seed: int) -> Scores:
+def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seeds) -> Scores:
     """The original study: each user's posts as ONE string, embedded once, UMAP 2-D, KMeans k=7."""
     import umap
     from sklearn.cluster import KMeans
@@ -156,11 +156,16 @@ def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seed: i
     spec = embed.model_spec(settings)
     model = embed.load_model(spec, settings.device)
     vectors = embed.encode(model, joined["text_clean"].to_list(), spec.prefix)
-    plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
-    found = KMeans(n_clusters=7, n_init=10, random_state=seed).fit_predict(plane)
-    return score_users(
-        "study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(), found, known, posts
-    )
+    users = joined["user_id"].to_list()
+    runs = []
+    for seed in seeds:
+        plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
+        runs.append(KMeans(n_clusters=7, n_init=10, random_state=seed).fit_predict(plane))
+    scores = score_users("study: concat → UMAP 2-D → KMeans 7", users, runs[0], known, posts)
+    truth = [known[u] for u in users]
+    scores.seed_ari = float(np.mean([evaluate.agreement(truth, r)["ari"] for r in runs]))
+    scores.stability = evaluate.mean_pairwise_ari([r.tolist() for r in runs])
+    return scores
 
 
 def bertopic_baseline(
@@ -243,7 +248,7 @@ def main() -> None:
         seeds = (42, 0, 1, 2, 3)[: max(1, args.seeds)]
         rows = [evaluate_tribes(settings, labels, seeds)]
         clean_posts, vectors = stored_post_vectors(settings)
-        rows.append(study_baseline(settings, clean_posts, known, seed=42))
+        rows.append(study_baseline(settings, clean_posts, known, seeds))
         if not args.no_bertopic:
             rows.append(bertopic_baseline(clean_posts, vectors, known, seed=42))
         print_table(
