@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +22,12 @@ if TYPE_CHECKING:
 
 
 BUNDLED_NAMES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled"}
+# the runtime package each exported backend needs
+BACKEND_PACKAGES = {"openvino": "openvino", "onnx": "onnxruntime", "onnx-int8": "onnxruntime"}
+MODEL_FILES = {"openvino": "model.xml", "onnx": "model.onnx", "onnx-int8": "model.onnx"}
+log = logging.getLogger(__name__)
+_EXPORTED: dict[str, Path] = {}  # exports made by this process (copied, not redone, elsewhere)
+_FAILED: dict[str, str] = {}  # exports that failed in this process (not retried)
 
 
 class ModelError(RuntimeError):
@@ -29,10 +42,13 @@ class ModelSpec:
     load_from: str
     prefix: str
     max_seq_length: int
+    backend: str = "torch"
+    export_dir: str | None = None  # the exported model (a backend other than torch)
 
     @property
     def model_id(self) -> str:
-        return f"{self.name}|prefix={self.prefix!r}|max_len={self.max_seq_length}"
+        base = f"{self.name}|prefix={self.prefix!r}|max_len={self.max_seq_length}"
+        return base if self.backend == "torch" else f"{base}|backend={self.backend}"
 
 
 def bundled_model_path() -> Path:
@@ -58,7 +74,172 @@ def model_spec(settings: Settings) -> ModelSpec:
     else:
         load_from = name
     prefix = settings.query_prefix if settings.query_prefix is not None else default_prefix(name)
-    return ModelSpec(name, load_from, prefix, settings.max_seq_length)
+    spec = ModelSpec(name, load_from, prefix, settings.max_seq_length)
+    backend = resolve_backend(settings.embed_backend, settings.device)
+    if backend == "torch":
+        return spec
+    try:
+        export_dir = export_model(
+            spec, backend, settings.cache_dir / "models", settings.model_download
+        )
+    except Exception as exc:  # noqa: BLE001 - any export failure falls back to torch
+        log.warning("cannot export %s to %s (%s); embedding with torch", name, backend, exc)
+        return spec
+    return ModelSpec(name, load_from, prefix, settings.max_seq_length, backend, str(export_dir))
+
+
+def resolve_backend(backend: str, device: str | None) -> str:
+    """The backend that will really run: torch on CUDA, or when the backend's package is absent."""
+    if backend == "torch":
+        return "torch"
+    if pick_device(device) != "cpu":
+        return "torch"
+    package = BACKEND_PACKAGES[backend]
+    if importlib.util.find_spec(package) is None:
+        log.warning(
+            "embed_backend %r needs %r, which is not installed; using torch", backend, package
+        )
+        return "torch"
+    return backend
+
+
+def export_model(spec: ModelSpec, backend: str, root: Path, download: bool = False) -> Path:
+    """Export the model (transformer + pooling + normalisation) once into `root`; its folder."""
+    version = importlib.metadata.version(BACKEND_PACKAGES[backend])
+    key = hashlib.blake2b(f"{spec.load_from}|{backend}|{version}".encode(), digest_size=6)
+    slug = spec.name.rstrip("/").rsplit("/", 1)[-1] or "model"
+    out = root / f"{slug}-{backend}-{key.hexdigest()}"
+    if (out / MODEL_FILES[backend]).exists():
+        return out
+    if out.name in _FAILED:
+        raise ModelError(f"export failed earlier in this process: {_FAILED[out.name]}")
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
+    try:
+        earlier = _EXPORTED.get(out.name)
+        if earlier is not None and (earlier / MODEL_FILES[backend]).exists():
+            shutil.copytree(earlier, work, dirs_exist_ok=True)  # same export, another state dir
+        else:
+            log.info("exporting %s to %s in %s (once)", spec.name, backend, out)
+            _export(_load_torch(spec, "cpu", download), backend, work)
+        work.rename(out)
+        _EXPORTED[out.name] = out
+    except OSError:
+        if not (out / MODEL_FILES[backend]).exists():  # not a concurrent export that won
+            raise
+    except Exception as exc:
+        _FAILED[out.name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _export(st: SentenceTransformer, backend: str, out: Path) -> None:
+    import torch
+
+    names, example = _features(st, ["an example post to trace", "and another one"])
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.st = st
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.st(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+
+    module = Pipeline().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about shapes made constant
+        _convert(module, names, example, backend, out)
+
+
+def _convert(module, names: list[str], example: dict[str, np.ndarray], backend: str, out: Path):
+    import torch
+
+    inputs = tuple(torch.from_numpy(example[n]) for n in names)
+    if backend == "openvino":
+        import openvino as ov
+
+        with torch.no_grad():
+            ov_model = ov.convert_model(module, example_input=inputs)
+        for port, name in zip(ov_model.inputs, names, strict=True):
+            port.get_tensor().set_names({name})
+        ov.save_model(ov_model, str(out / "model.xml"), compress_to_fp16=False)
+        return
+    onnx_path = out / ("fp32.onnx" if backend == "onnx-int8" else "model.onnx")
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            inputs,
+            str(onnx_path),
+            input_names=names,
+            output_names=["sentence_embedding"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names}
+            | {"sentence_embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    if backend == "onnx-int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(onnx_path), str(out / "model.onnx"), weight_type=QuantType.QInt8)
+        onnx_path.unlink()
+
+
+def _features(st: SentenceTransformer, texts: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The tokenizer's tensors, as int64 arrays, in a fixed order."""
+    import torch
+
+    features = st.preprocess(texts) if hasattr(st, "preprocess") else st.tokenize(texts)
+    tensors = {k: v for k, v in features.items() if torch.is_tensor(v)}
+    order = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tensors]
+    names = order + sorted(set(tensors) - set(order))
+    return names, {n: tensors[n].numpy().astype(np.int64) for n in names}
+
+
+class ExportedEncoder:
+    """A SentenceTransformer look-alike (encode, device, max_seq_length) on OpenVINO or ONNX."""
+
+    def __init__(self, st: SentenceTransformer, backend: str, export_dir: Path) -> None:
+        self.st, self.backend = st, backend
+        self.device = f"cpu ({backend})"
+        path = str(export_dir / MODEL_FILES[backend])
+        if backend == "openvino":
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(path, "CPU")
+            self.names = [port.get_any_name() for port in compiled.inputs]
+            self._run = lambda feeds: compiled(feeds)[0]
+        else:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            self.names = [i.name for i in session.get_inputs()]
+            self._run = lambda feeds: session.run(None, feeds)[0]
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.st.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.st.max_seq_length = value
+
+    def get_embedding_dimension(self) -> int:
+        return self.st.get_embedding_dimension()
+
+    def encode(self, texts: list[str], batch_size: int = 64, **_: object) -> np.ndarray:
+        """Normalised vectors; texts are batched by length (as sentence-transformers does)."""
+        dim = self.get_embedding_dimension()
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            _, features = _features(self.st, [texts[i] for i in index])
+            out[index] = self._run({n: features[n] for n in self.names})
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
 
 
 def pick_device(requested: str | None) -> str:
@@ -71,8 +252,22 @@ def pick_device(requested: str | None) -> str:
 
 def load_model(
     spec: ModelSpec, device: str | None = None, download: bool = False
-) -> SentenceTransformer:
-    """Load the model from a path or the local Hugging Face cache (the hub only if `download`)."""
+) -> SentenceTransformer | ExportedEncoder:
+    """Load the model from a path or the local Hugging Face cache (the hub only if `download`).
+
+    A spec with an exported backend runs on it (CPU); the tokenizer still comes from the model.
+    """
+    model = _load_torch(spec, "cpu" if spec.backend != "torch" else device, download)
+    if spec.backend != "torch" and spec.export_dir:
+        try:
+            encoder = ExportedEncoder(model, spec.backend, Path(spec.export_dir))
+        except Exception as exc:
+            raise ModelError(f"cannot load {spec.backend} model {spec.export_dir}: {exc}") from exc
+        return encoder
+    return model
+
+
+def _load_torch(spec: ModelSpec, device: str | None, download: bool) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     local_only = not download and not Path(spec.load_from).exists()

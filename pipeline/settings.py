@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     max_seq_length: int = Field(256, ge=8, le=8192)
     device: str | None = Field(None, description="torch device; None = CUDA when present")
     embed_chunk: int = Field(4096, ge=64, description="posts embedded and stored per chunk")
+    embed_backend: Literal["torch", "openvino", "onnx", "onnx-int8"] = Field(
+        "openvino",
+        description="CPU inference runtime (exported once into the cache); torch on CUDA, "
+        "or when the runtime is not installed or the export fails (bench/embed.py measures them)",
+    )
 
     # clean
     max_post_chars: int = Field(20_000, ge=100, description="longer posts are skipped on import")

@@ -46,3 +46,71 @@ def test_unknown_model_is_a_clear_error(workdir):
     spec = embed.model_spec(load_settings(model="no-such-org/no-such-model"))
     with pytest.raises(embed.ModelError, match="no-such-org/no-such-model"):
         embed.load_model(spec, "cpu")
+
+
+def _sample_posts(n: int = 20) -> list[str]:
+    from pathlib import Path
+
+    import polars as pl
+
+    from pipeline.clean import clean_posts
+
+    source = Path(__file__).resolve().parents[1] / "data/sample/fb_pages_sample.parquet"
+    posts = pl.read_parquet(source).with_columns(platform=pl.lit("facebook"))
+    return clean_posts(posts)["text_clean"].head(n).to_list()
+
+
+def test_default_backend_matches_torch_on_real_posts(workdir):
+    settings = load_settings()
+    pytest.importorskip(embed.BACKEND_PACKAGES[settings.embed_backend])
+    texts = _sample_posts()
+    spec = embed.model_spec(settings)
+    assert spec.backend == settings.embed_backend != "torch"
+    fast = embed.encode(embed.load_model(spec, "cpu"), texts)
+    torch_spec = embed.model_spec(load_settings(embed_backend="torch"))
+    ref = embed.encode(embed.load_model(torch_spec, "cpu"), texts)
+    assert fast.shape == ref.shape == (len(texts), 384)
+    assert (fast * ref).sum(axis=1).min() >= 0.99
+    assert embed.model_spec(settings).export_dir == spec.export_dir  # exported once, reused
+
+
+def test_backend_falls_back_to_torch_when_its_package_is_missing(workdir, monkeypatch, caplog):
+    real_find_spec = embed.importlib.util.find_spec
+    monkeypatch.setattr(
+        embed.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in embed.BACKEND_PACKAGES.values() else real_find_spec(name),
+    )
+    spec = embed.model_spec(load_settings(embed_backend="openvino"))
+    assert spec.backend == "torch" and spec.export_dir is None
+    assert spec.model_id == embed.model_spec(load_settings(embed_backend="torch")).model_id
+    assert "not installed" in caplog.text
+
+
+def test_backend_falls_back_to_torch_when_the_export_fails(workdir, monkeypatch, caplog):
+    pytest.importorskip("openvino")
+
+    def broken(*args):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(embed, "_export", broken)
+    monkeypatch.setattr(embed, "_EXPORTED", {})
+    monkeypatch.setattr(embed, "_FAILED", {})
+    spec = embed.model_spec(load_settings(embed_backend="openvino"))
+    assert spec.backend == "torch" and "conversion failed" in caplog.text
+    assert not list((workdir / ".tribes/cache/models").glob("*openvino*"))
+
+
+def test_cuda_always_runs_torch():
+    assert embed.resolve_backend("openvino", "cuda") == "torch"
+    assert embed.resolve_backend("onnx", "cuda:1") == "torch"
+    assert embed.resolve_backend("torch", "cpu") == "torch"
+
+
+def test_model_id_names_the_backend_so_vectors_never_mix():
+    ids = {
+        embed.ModelSpec(DEFAULT_MODEL, "/m", "", 256, backend).model_id
+        for backend in ("torch", "openvino", "onnx", "onnx-int8")
+    }
+    assert len(ids) == 4
+    assert "backend" not in embed.ModelSpec(DEFAULT_MODEL, "/m", "", 256).model_id

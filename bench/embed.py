@@ -1,0 +1,166 @@
+"""Embedding speed per backend: posts/s and cosine to fp32 torch on the same real posts.
+
+    .venv/bin/python bench/embed.py [--n 3000] [--batch-size 64] [--model NAME]
+
+Every backend runs in this one process, back to back, on the same cleaned posts, after one
+warm-up batch; exports go to the settings' cache folder (`<state>/cache/models`), made once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import embed  # noqa: E402
+from pipeline.clean import clean_posts  # noqa: E402
+from pipeline.settings import load_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [
+    ROOT.parent / "shared/data/fb_pages_2016/posts.parquet",
+    Path("/work/shared/data/fb_pages_2016/posts.parquet"),
+    ROOT / "data/sample/fb_pages_sample.parquet",
+]
+BACKENDS = ["torch", "openvino", "onnx", "onnx-int8"]
+
+
+def real_posts(n: int) -> tuple[list[str], Path]:
+    source = next(p for p in SOURCES if p.exists())
+    posts = pl.read_parquet(source).with_columns(platform=pl.lit("facebook"))
+    texts = clean_posts(posts)["text_clean"]
+    return texts.sample(min(n, texts.len()), seed=0, shuffle=True).to_list(), source
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def timed_encode(model, texts: list[str], prefix: str, batch_size: int):
+    embed.encode(model, texts[:batch_size], prefix, batch_size)  # warm-up
+    started = time.perf_counter()
+    vectors = embed.encode(model, texts, prefix, batch_size)
+    return vectors, len(texts) / (time.perf_counter() - started)
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def st_native_reason(load_from: str, backend: str) -> str:
+    """Why sentence-transformers' own backend= cannot run here (None when it can)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        SentenceTransformer(load_from, device="cpu", backend=backend, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        reason = str(exc).splitlines()[0][:70]
+        if version("optimum") == "absent":
+            reason += (
+                f"... (pip's resolver: optimum-intel/optimum-onnx need transformers<5.6, "
+                f"here {version('transformers')})"
+            )
+        return reason
+    return "loads (not timed: needs a writable model folder for its export)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+
+    texts, source = real_posts(args.n)
+    overrides = {"model": args.model} if args.model else {}
+    rows: list[tuple[str, str, str, str]] = []
+    results: dict[str, tuple[float, np.ndarray]] = {}
+    ref = None
+    spec = None
+    for backend in BACKENDS:
+        settings = load_settings(embed_backend=backend, **overrides)
+        spec = embed.model_spec(settings)
+        if spec.backend != backend:
+            package = embed.BACKEND_PACKAGES[backend]
+            why = f"not available ({package} {version(package)}, or its export failed)"
+            rows.append((backend, why, "", ""))
+            continue
+        model = embed.load_model(spec, "cpu")
+        vectors, rate = timed_encode(model, texts, spec.prefix, args.batch_size)
+        if ref is None:
+            ref = vectors
+        c = cos(vectors, ref)
+        results[backend] = (rate, vectors)
+        rows.append((backend, f"{rate:.0f}", f"{c.mean():.5f}", f"{c.min():.5f}"))
+        del model
+    assert spec is not None
+    for backend in ("openvino", "onnx"):
+        rows.append(
+            (
+                f"sentence-transformers backend={backend!r}",
+                st_native_reason(spec.load_from, backend),
+                "",
+                "",
+            )
+        )
+
+    # max_seq_length: short posts fit either way, so the vectors only change for long ones
+    seq_rows = []
+    best = max(results, key=lambda b: results[b][0])
+    for backend in dict.fromkeys(["torch", best]):
+        settings = load_settings(embed_backend=backend, max_seq_length=128, **overrides)
+        spec128 = embed.model_spec(settings)
+        model = embed.load_model(spec128, "cpu")
+        vectors, rate = timed_encode(model, texts, spec128.prefix, args.batch_size)
+        c = cos(vectors, results[backend][1])
+        seq_rows.append((backend, rate, results[backend][0], c.mean(), c.min()))
+        tokenizer = (model.st if isinstance(model, embed.ExportedEncoder) else model).tokenizer
+    lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]])
+
+    load1, load5, load15 = os.getloadavg()
+    print(f"# bench/embed.py — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}\n")
+    print(
+        f"- machine: {platform.platform()}, {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), load average at end "
+        f"{load1:.2f} / {load5:.2f} / {load15:.2f}"
+    )
+    print(
+        f"- model: {spec.name}; {len(texts)} cleaned real posts from {source.name}; "
+        f"batch {args.batch_size}; max_seq_length {spec.max_seq_length}"
+    )
+    print(
+        f"- torch {version('torch')}, sentence-transformers {version('sentence-transformers')}, "
+        f"transformers {version('transformers')}, openvino {version('openvino')}, "
+        f"onnxruntime {version('onnxruntime')}, optimum-intel {version('optimum-intel')}"
+    )
+    print(
+        f"- tokens per post: median {np.median(lengths):.0f}, "
+        f"{(lengths > 128).mean():.1%} > 128, {(lengths > 256).mean():.1%} > 256\n"
+    )
+    print("| backend | posts/s | mean cos to torch fp32 | min cos |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(
+        "\n| backend | posts/s max_seq_length=128 | posts/s 256 | mean cos 128 vs 256 | min cos |"
+    )
+    print("|---|---|---|---|---|")
+    for backend, rate128, rate256, mean, low in seq_rows:
+        print(f"| {backend} | {rate128:.0f} | {rate256:.0f} | {mean:.5f} | {low:.5f} |")
+
+
+if __name__ == "__main__":
+    main()
