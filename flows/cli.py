@@ -387,15 +387,7 @@ def demo() -> None:
     summary = run_guarded(lambda: collect_demo_sample(settings()))
     console.print(summary.line(), highlight=False, soft_wrap=True)
     products_import(PRODUCTS)
-    refresh(
-        model=None,
-        profile_method=None,
-        min_cluster_size=None,
-        umap_n_components=None,
-        umap_n_neighbors=None,
-        random_state=None,
-        full=False,
-    )
+    refresh()
 
 
 if __name__ == "__main__":
