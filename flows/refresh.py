@@ -43,7 +43,12 @@ CODE_VERSION = pipeline_code_version()
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's result depends on
     "clean": ("min_posts_per_user",),
     "embed": (),
-    "profile": ("profile_method", "profile_remove_components", "random_state"),
+    "profile": (
+        "profile_method",
+        "profile_chunk_chars",
+        "profile_remove_components",
+        "random_state",
+    ),
     "reduce": ("umap_n_components", "umap_n_neighbors", "umap_min_dist", "random_state"),
     "cluster": ("min_cluster_size", "min_samples"),
     "label": ("top_terms", "label_terms", "representative_posts"),
@@ -126,18 +131,24 @@ def clean(settings: Settings, version: str) -> str:
     persist_result=True,
 )
 def embed(settings: Settings, clean_path: str, model_id: str) -> int:
-    """Embed every cleaned text that has no stored vector for this model; returns how many."""
+    """Embed every cleaned post text that has no stored vector for this model; returns how many."""
+    texts = pl.read_parquet(clean_path).select("text_hash", "text_clean")
+    return embed_missing(settings, texts, model_id, "posts")
+
+
+def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
+    """Embed and store the texts (text_hash, text_clean) not embedded yet, chunk by chunk."""
     logger = get_run_logger()
     spec = embed_step.model_spec(settings)
-    texts = pl.read_parquet(clean_path).unique("text_hash").select("text_hash", "text_clean")
+    texts = texts.unique("text_hash")
     with open_db(settings) as con:
         todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
     if not todo:
-        logger.info("all %d texts already embedded with %s", texts.height, spec.name)
+        logger.info("all %d %s already embedded with %s", texts.height, what, spec.name)
         return 0
     texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
     model = embed_step.load_model(spec, settings.device, settings.model_download)
-    logger.info("embedding %d new texts with %s on %s", texts.height, spec.name, model.device)
+    logger.info("embedding %d new %s with %s on %s", texts.height, what, spec.name, model.device)
     started, done = time.monotonic(), 0
     for chunk in texts.iter_slices(settings.embed_chunk):
         vectors = embed_step.encode(
@@ -147,8 +158,25 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> int:
             store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
         done += chunk.height
         rate = done / max(time.monotonic() - started, 1e-9)
-        logger.info("embedded %d/%d texts (%.0f/s)", done, texts.height, rate)
+        logger.info("embedded %d/%d %s (%.0f/s)", done, texts.height, what, rate)
     return done
+
+
+def profile_inputs(settings: Settings, clean_path: str, model_id: str):
+    """The posts, and the vectors with their owners that the profile method averages."""
+    if settings.profile_method != "chunk_mean":
+        posts, vectors = load_post_vectors(settings, clean_path, model_id)
+        users, owner = user_index(posts)
+        return users, owner, vectors
+    posts = pl.read_parquet(clean_path)
+    users, _ = user_index(posts)
+    chunks = clean_step.pack_chunks(posts, settings.profile_chunk_chars)
+    embed_missing(settings, chunks.select("text_hash", "text_clean"), model_id, "post chunks")
+    with open_db(settings) as con:
+        chunk_vectors = store.load_embeddings(con, model_id, chunks["text_hash"].to_list())
+    rows = users.with_row_index("user_row").select("platform", "user_id", "user_row")
+    chunk_owner = chunks.join(rows, on=["platform", "user_id"], maintain_order="left")
+    return users, chunk_owner["user_row"].to_numpy(), chunk_vectors
 
 
 def load_post_vectors(settings: Settings, clean_path: str, model_id: str):
@@ -174,8 +202,7 @@ def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
 def profile(settings: Settings, clean_path: str, model_id: str) -> str:
     out = artifact(settings, "profile", "npz", clean_path, model_id)
     if not out.exists():
-        posts, vectors = load_post_vectors(settings, clean_path, model_id)
-        users, owner = user_index(posts)
+        users, owner, vectors = profile_inputs(settings, clean_path, model_id)
         profiles = profile_step.build_profiles(
             owner,
             vectors,

@@ -48,10 +48,41 @@ def clean_posts(posts: pl.DataFrame, min_posts_per_user: int = 1) -> pl.DataFram
     Users left with fewer than `min_posts_per_user` posts are dropped too (too little to profile).
     """
     cleaned = (
-        posts.select("platform", "post_id", "user_id", clean_expr().alias("text_clean"))
+        posts.select(
+            "platform",
+            "post_id",
+            "user_id",
+            pl.col("created_at")
+            if "created_at" in posts.columns
+            else pl.lit(None, pl.Datetime).alias("created_at"),
+            clean_expr().alias("text_clean"),
+        )
         .filter(pl.col("text_clean").str.len_chars() > 0)
         .sort("platform", "post_id")
         .unique(["platform", "user_id", "text_clean"], keep="first", maintain_order=True)
         .with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))
     )
     return cleaned.filter(pl.len().over("platform", "user_id") >= min_posts_per_user)
+
+
+def pack_chunks(posts: pl.DataFrame, max_chars: int) -> pl.DataFrame:
+    """Each user's cleaned posts, oldest first, packed greedily into texts of at most `max_chars`.
+
+    Every post lands in exactly one chunk (a longer post is a chunk of its own), so a profile
+    built from the chunks covers ALL of a user's posts; new posts only change the user's last
+    chunk. Returns platform, user_id, text_clean, text_hash, one row per chunk.
+    """
+    rows: list[tuple[str, str, str]] = []
+    ordered = posts.sort("platform", "user_id", "created_at", "post_id", nulls_last=True)
+    for (platform, user_id), group in ordered.group_by("platform", "user_id", maintain_order=True):
+        current = ""
+        for text in group["text_clean"]:
+            if current and len(current) + 1 + len(text) > max_chars:
+                rows.append((platform, user_id, current))
+                current = ""
+            current = f"{current} {text}" if current else text
+        rows.append((platform, user_id, current))
+    chunks = pl.DataFrame(
+        rows, schema={"platform": pl.Utf8, "user_id": pl.Utf8, "text_clean": pl.Utf8}, orient="row"
+    )
+    return chunks.with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))

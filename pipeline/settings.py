@@ -14,7 +14,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-ProfileMethod = Literal["mean", "centered_mean", "debiased_mean"]
+ProfileMethod = Literal["chunk_mean", "mean", "centered_mean", "debiased_mean"]
 CRAWL_SETTINGS = {
     "sources",
     "user_agent",
@@ -70,7 +70,10 @@ class Settings(BaseSettings):
     min_posts_per_user: int = Field(3, ge=1, description="users with fewer posts are not clustered")
 
     # profile
-    profile_method: ProfileMethod = "debiased_mean"
+    profile_method: ProfileMethod = "chunk_mean"
+    profile_chunk_chars: int = Field(
+        1000, ge=100, le=20_000, description="chunk_mean: characters of posts per embedded chunk"
+    )
     profile_remove_components: int = Field(
         3, ge=0, le=50, description="shared directions projected out by debiased_mean"
     )

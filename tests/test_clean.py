@@ -1,6 +1,8 @@
+from datetime import datetime
+
 import polars as pl
 
-from pipeline.clean import clean_posts, clean_text, text_hash
+from pipeline.clean import clean_posts, clean_text, pack_chunks, text_hash
 
 
 def test_clean_text_strips_urls_emails_handles_and_entities():
@@ -30,6 +32,32 @@ def test_clean_posts_drops_empty_and_per_user_duplicates_only():
     )
     cleaned = clean_posts(posts)
     assert cleaned.sort("post_id")["post_id"].to_list() == ["1", "4", "5"]
-    assert set(cleaned.columns) == {"platform", "post_id", "user_id", "text_clean", "text_hash"}
+    assert set(cleaned.columns) == {
+        "platform",
+        "post_id",
+        "user_id",
+        "created_at",
+        "text_clean",
+        "text_hash",
+    }
     assert posts.height == 6  # the input frame is untouched
     assert clean_posts(posts, min_posts_per_user=2)["user_id"].unique().to_list() == ["b"]
+
+
+def test_pack_chunks_covers_every_post_in_time_order():
+    posts = pl.DataFrame(
+        {
+            "platform": "x",
+            "post_id": ["3", "1", "2", "4", "5"],
+            "user_id": ["a", "a", "a", "a", "b"],
+            "created_at": [datetime(2024, 1, d) for d in (3, 1, 2, 4, 1)],
+            "text_clean": ["third", "first", "second", "x" * 30, "other"],
+        }
+    )
+    chunks = pack_chunks(posts, max_chars=20)
+    assert chunks.filter(pl.col("user_id") == "a")["text_clean"].to_list() == [
+        "first second third",
+        "x" * 30,
+    ]
+    assert chunks.filter(pl.col("user_id") == "b")["text_clean"].to_list() == ["other"]
+    assert chunks["text_hash"].to_list() == [text_hash(t) for t in chunks["text_clean"]]

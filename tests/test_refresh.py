@@ -85,7 +85,8 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
         store.upsert_posts(con, new)
     refresh(db=str(refreshed))
     with store.connect(refreshed) as con:
-        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 1
+        # one new post text, and arsenal's last chunk of posts (the profile's input) changed
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 2
         assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 3
 
 
