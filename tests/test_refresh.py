@@ -134,3 +134,14 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
     labels.write_text("user_id,category\narsenal,sports\n")
     bad = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--labels", str(labels)])
     assert bad.exit_code == 1 and "lacks columns ['label']" in bad.output
+
+
+def test_cli_status_and_config_show_the_runs_and_settings(refreshed):
+    runner = CliRunner()
+    status = runner.invoke(app, ["--db", str(refreshed), "status"])
+    assert status.exit_code == 0, status.output
+    assert "completed" in status.output and "139" in status.output
+    shown = runner.invoke(app, ["--db", str(refreshed), "config"])
+    assert (
+        shown.exit_code == 0 and "profile_method" in shown.output and "chunk_mean" in shown.output
+    )
