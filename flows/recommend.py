@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-from prefect import get_run_logger, task
-from prefect.exceptions import MissingContextError
+from prefect import task
 
-from pipeline import embed as embed_step
+from flows.vectors import run_logger, stored_vectors
 from pipeline import recommend as rec
 from pipeline import store
 from pipeline.settings import Settings
-
-LOCK_WAIT_SECONDS = 900
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task, the module logger outside."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def import_catalogue(settings: Settings, path: str) -> int:
@@ -33,28 +20,12 @@ def import_catalogue(settings: Settings, path: str) -> int:
         return store.replace_products(con, products)
 
 
-def ensure_vectors(settings: Settings, texts: list[str]) -> np.ndarray:
-    """Vectors for `texts` from the `embeddings` table, embedding (and storing) missing ones."""
-    spec = embed_step.model_spec(settings)
-    keys = rec.hashes(texts)
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
-        todo = set(store.missing_hashes(con, spec.model_id, keys))
-    if todo:
-        wanted = {k: t for k, t in zip(keys, texts, strict=True) if k in todo}
-        model = embed_step.load_model(spec, settings.device, settings.model_download)
-        vectors = embed_step.encode(model, list(wanted.values()), spec.prefix, settings.batch_size)
-        with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
-            store.insert_embeddings(con, spec.model_id, list(wanted), vectors)
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
-        return store.load_embeddings(con, spec.model_id, keys)
-
-
 @task(retries=1, retry_delay_seconds=2)
 def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -> int:
     """Rank the catalogue for every cluster and user of a run; returns rows written (0 when
     there is no catalogue)."""
     logger = run_logger()
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         products = store.read_products(con)
         members = store.run_members(con, run_id).select("platform", "user_id", "cluster_id")
         terms = store.run_terms(con, run_id)
@@ -64,14 +35,14 @@ def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -
     posts = pl.read_parquet(clean_path).join(
         members, on=["platform", "user_id"], how="inner", maintain_order="left"
     )
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         post_vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
-    product_vectors = ensure_vectors(settings, rec.product_texts(products))
-    term_vectors = ensure_vectors(settings, terms["term"].to_list())
+    product_vectors = stored_vectors(settings, rec.product_texts(products), "products")
+    term_vectors = stored_vectors(settings, terms["term"].to_list(), "cluster terms")
     rows = rec.recommend_all(
         posts, post_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
     )
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         store.write_recommendations(con, run_id, rows)
     logger.info(
         "ranked %d products for %d clusters and %d users",

@@ -15,12 +15,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, Inputs
 from pydantic import Field
 
 from flows.artifacts import show_in_ui
 from flows.report import insight
+from flows.vectors import embed_missing
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -134,32 +135,6 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> int:
     """Embed every cleaned post text that has no stored vector for this model; returns how many."""
     texts = pl.read_parquet(clean_path).select("text_hash", "text_clean")
     return embed_missing(settings, texts, model_id, "posts")
-
-
-def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
-    """Embed and store the texts (text_hash, text_clean) not embedded yet, chunk by chunk."""
-    logger = get_run_logger()
-    spec = embed_step.model_spec(settings)
-    texts = texts.unique("text_hash")
-    with open_db(settings) as con:
-        todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
-    if not todo:
-        logger.info("all %d %s already embedded with %s", texts.height, what, spec.name)
-        return 0
-    texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
-    model = embed_step.load_model(spec, settings.device, settings.model_download)
-    logger.info("embedding %d new %s with %s on %s", texts.height, what, spec.name, model.device)
-    started, done = time.monotonic(), 0
-    for chunk in texts.iter_slices(settings.embed_chunk):
-        vectors = embed_step.encode(
-            model, chunk["text_clean"].to_list(), spec.prefix, settings.batch_size
-        )
-        with open_db(settings) as con:
-            store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
-        done += chunk.height
-        rate = done / max(time.monotonic() - started, 1e-9)
-        logger.info("embedded %d/%d %s (%.0f/s)", done, texts.height, what, rate)
-    return done
 
 
 def profile_inputs(settings: Settings, clean_path: str, model_id: str):

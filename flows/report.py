@@ -8,7 +8,8 @@ from pathlib import Path
 import duckdb
 from prefect import task
 
-from flows.recommend import LOCK_WAIT_SECONDS, recommend, run_logger
+from flows.recommend import recommend
+from flows.vectors import run_logger
 from pipeline import report as report_step
 from pipeline import store
 from pipeline.settings import Settings
@@ -43,7 +44,7 @@ def write_report(
 ) -> Path:
     """Write report.html and map.png of a run (default: the latest completed one); returns the
     HTML path, by default `reports_dir/RUN_ID/report.html`."""
-    with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         run_id = run_id or store.latest_run_id(con)
         if run_id is None:
             raise store.StoreError("no completed run yet: run `tribes refresh` first")
@@ -71,7 +72,7 @@ def insight(settings: Settings, run_id: str, clean_path: str, model_id: str) -> 
     try:
         started = time.perf_counter()
         recommend(settings, run_id, clean_path, model_id)
-        with store.connect(settings.db, wait_seconds=LOCK_WAIT_SECONDS) as con:
+        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
             store.add_run_timings(
                 con, run_id, {"recommend": round(time.perf_counter() - started, 3)}
             )

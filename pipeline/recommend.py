@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.clean import clean_text, text_hash
+from pipeline.clean import clean_text
 
 REQUIRED = ("id", "name", "description")
 OPTIONAL = ("category", "url")
@@ -125,10 +125,6 @@ def product_texts(products: pl.DataFrame) -> list[str]:
         category = f" ({row['category'].replace('_', ' ')})" if row.get("category") else ""
         texts.append(clean_text(f"{row['name']}{category}: {row['description']}"))
     return texts
-
-
-def hashes(texts: list[str]) -> list[str]:
-    return [text_hash(t) for t in texts]
 
 
 # ---------------------------------------------------------------- ranking

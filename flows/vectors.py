@@ -1,0 +1,63 @@
+"""Embed each text once and keep its vector in DuckDB: shared by the refresh and the recommender."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import polars as pl
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+
+from pipeline import embed as embed_step
+from pipeline import store
+from pipeline.clean import text_hash
+from pipeline.settings import Settings
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task, the module logger outside."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
+    """Embed and store the texts (text_hash, text_clean) not embedded yet, chunk by chunk."""
+    logger = run_logger()
+    spec = embed_step.model_spec(settings)
+    texts = texts.unique("text_hash")
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
+    if not todo:
+        logger.info("all %d %s already embedded with %s", texts.height, what, spec.name)
+        return 0
+    texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
+    model = embed_step.load_model(spec, settings.device, settings.model_download)
+    logger.info("embedding %d new %s with %s on %s", texts.height, what, spec.name, model.device)
+    started, done = time.monotonic(), 0
+    for chunk in texts.iter_slices(settings.embed_chunk):
+        vectors = embed_step.encode(
+            model, chunk["text_clean"].to_list(), spec.prefix, settings.batch_size
+        )
+        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+            store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
+        done += chunk.height
+        rate = done / max(time.monotonic() - started, 1e-9)
+        logger.info("embedded %d/%d %s (%.0f/s)", done, texts.height, what, rate)
+    return done
+
+
+def stored_vectors(settings: Settings, texts: list[str], what: str) -> np.ndarray:
+    """Vectors for `texts` in order, embedding (and storing) the ones never seen."""
+    model_id = embed_step.model_spec(settings).model_id
+    keys = [text_hash(t) for t in texts]
+    frame = pl.DataFrame(
+        {"text_hash": keys, "text_clean": texts},
+        schema=[("text_hash", pl.Utf8), ("text_clean", pl.Utf8)],
+    )
+    embed_missing(settings, frame, model_id, what)
+    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        return store.load_embeddings(con, model_id, keys)
