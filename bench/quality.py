@@ -27,6 +27,7 @@ os.environ.setdefault("PREFECT_HOME", str(ROOT / ".tribes" / "bench" / "prefect"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from flows.evaluate import Scores, evaluate_tribes  # noqa: E402
+from flows.vectors import embed_missing  # noqa: E402
 from pipeline import clean, embed, evaluate, label, store  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
@@ -106,11 +107,13 @@ def load_into_db(name: str, posts: pl.DataFrame):
 
 
 def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
+    """Every cleaned post and its own vector (Tribes embeds chunks; BERTopic needs posts)."""
+    model_id = embed.model_spec(settings).model_id
     with store.connect(settings.db) as con:
         posts = clean.clean_posts(store.read_posts(con), settings.min_posts_per_user)
-        vectors = store.load_embeddings(
-            con, embed.model_spec(settings).model_id, posts["text_hash"].to_list()
-        )
+    embed_missing(settings, posts.select("text_hash", "text_clean"), model_id, "single posts")
+    with store.connect(settings.db) as con:
+        vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
     return posts, vectors
 
 

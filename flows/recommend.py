@@ -21,9 +21,9 @@ def import_catalogue(settings: Settings, path: str) -> int:
 
 
 @task(retries=1, retry_delay_seconds=2)
-def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -> int:
-    """Rank the catalogue for every cluster and user of a run; returns rows written (0 when
-    there is no catalogue)."""
+def recommend(settings: Settings, run_id: str, units_path: str, model_id: str) -> int:
+    """Rank the catalogue for every cluster and user of a run from the vectors of their profile
+    units (post chunks or posts); returns rows written (0 when there is no catalogue)."""
     logger = run_logger()
     with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         products = store.read_products(con)
@@ -32,15 +32,15 @@ def recommend(settings: Settings, run_id: str, clean_path: str, model_id: str) -
     if products.height == 0:
         logger.info("no product catalogue: `tribes products import FILE` adds one")
         return 0
-    posts = pl.read_parquet(clean_path).join(
+    units = pl.read_parquet(units_path).join(
         members, on=["platform", "user_id"], how="inner", maintain_order="left"
     )
     with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
-        post_vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
+        unit_vectors = store.load_embeddings(con, model_id, units["text_hash"].to_list())
     product_vectors = stored_vectors(settings, rec.product_texts(products), "products")
     term_vectors = stored_vectors(settings, terms["term"].to_list(), "cluster terms")
     rows = rec.recommend_all(
-        posts, post_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
+        units, unit_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
     )
     with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         store.write_recommendations(con, run_id, rows)

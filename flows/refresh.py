@@ -43,7 +43,7 @@ def pipeline_code_version() -> str:
 CODE_VERSION = pipeline_code_version()
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's result depends on
     "clean": ("min_posts_per_user",),
-    "embed": (),
+    "embed": ("profile_method", "profile_chunk_chars"),
     "profile": (
         "profile_method",
         "profile_chunk_chars",
@@ -124,6 +124,14 @@ def clean(settings: Settings, version: str) -> str:
     return str(out)
 
 
+def profile_units(posts: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """The texts a profile averages: each user's posts packed into chunks (`chunk_mean`) or the
+    single posts (the other methods); columns platform, user_id, text_clean, text_hash."""
+    if settings.profile_method == "chunk_mean":
+        return clean_step.pack_chunks(posts, settings.profile_chunk_chars)
+    return posts.select("platform", "user_id", "text_clean", "text_hash")
+
+
 @task(
     retries=2,
     retry_condition_fn=transient,
@@ -131,55 +139,49 @@ def clean(settings: Settings, version: str) -> str:
     cache_policy=cached("embed"),
     persist_result=True,
 )
-def embed(settings: Settings, clean_path: str, model_id: str) -> int:
-    """Embed every cleaned post text that has no stored vector for this model; returns how many."""
-    texts = pl.read_parquet(clean_path).select("text_hash", "text_clean")
-    return embed_missing(settings, texts, model_id, "posts")
+def embed(settings: Settings, clean_path: str, model_id: str) -> str:
+    """Embed every profile unit (chunk or post) with no stored vector; returns the units' path.
+
+    Each text is embedded once: a post is embedded as part of its chunk, never again alone.
+    """
+    out = artifact(settings, "embed", "parquet", clean_path, model_id)
+    units = pl.read_parquet(out) if out.exists() else None
+    if units is None:
+        units = profile_units(pl.read_parquet(clean_path), settings)
+    what = "post chunks" if settings.profile_method == "chunk_mean" else "posts"
+    embed_missing(settings, units.select("text_hash", "text_clean"), model_id, what)
+    if not out.exists():
+        units.write_parquet(out)
+    return str(out)
 
 
-def profile_inputs(settings: Settings, clean_path: str, model_id: str):
-    """The posts, and the vectors with their owners that the profile method averages."""
-    if settings.profile_method != "chunk_mean":
-        posts, vectors = load_post_vectors(settings, clean_path, model_id)
-        users, owner = user_index(posts)
-        return users, owner, vectors
-    posts = pl.read_parquet(clean_path)
-    users, _ = user_index(posts)
-    chunks = clean_step.pack_chunks(posts, settings.profile_chunk_chars)
-    embed_missing(settings, chunks.select("text_hash", "text_clean"), model_id, "post chunks")
+def load_units(settings: Settings, units_path: str, model_id: str):
+    """The profile units and their vectors, row for row."""
+    units = pl.read_parquet(units_path)
     with open_db(settings) as con:
-        chunk_vectors = store.load_embeddings(con, model_id, chunks["text_hash"].to_list())
-    rows = users.with_row_index("user_row").select("platform", "user_id", "user_row")
-    chunk_owner = chunks.join(rows, on=["platform", "user_id"], maintain_order="left")
-    return users, chunk_owner["user_row"].to_numpy(), chunk_vectors
+        vectors = store.load_embeddings(con, model_id, units["text_hash"].to_list())
+    return units, vectors
 
 
-def load_post_vectors(settings: Settings, clean_path: str, model_id: str):
-    posts = pl.read_parquet(clean_path)
-    with open_db(settings) as con:
-        vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
-    return posts, vectors
+def user_index(posts: pl.DataFrame) -> pl.DataFrame:
+    """Distinct users (platform, user_id, n_posts), sorted: row i is user i."""
+    return posts.group_by("platform", "user_id").len("n_posts").sort("platform", "user_id")
 
 
-def user_index(posts: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-    """Distinct users (platform, user_id, n_posts) and each post's row in that table."""
-    users = (
-        posts.group_by("platform", "user_id")
-        .len("n_posts")
-        .sort("platform", "user_id")
-        .with_row_index("user_row")
-    )
-    owner = posts.join(users, on=["platform", "user_id"], how="left", maintain_order="left")
-    return users.drop("user_row"), owner["user_row"].to_numpy()
+def rows_of(frame: pl.DataFrame, table: pl.DataFrame, keys: list[str]) -> np.ndarray:
+    """For each row of `frame`, the row number in `table` with the same `keys`."""
+    index = table.select(keys).with_row_index("row")
+    return frame.join(index, on=keys, how="left", maintain_order="left")["row"].to_numpy()
 
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("profile"), persist_result=True)
-def profile(settings: Settings, clean_path: str, model_id: str) -> str:
-    out = artifact(settings, "profile", "npz", clean_path, model_id)
+def profile(settings: Settings, clean_path: str, units_path: str, model_id: str) -> str:
+    out = artifact(settings, "profile", "npz", units_path, model_id)
     if not out.exists():
-        users, owner, vectors = profile_inputs(settings, clean_path, model_id)
+        users = user_index(pl.read_parquet(clean_path, columns=["platform", "user_id"]))
+        units, vectors = load_units(settings, units_path, model_id)
         profiles = profile_step.build_profiles(
-            owner,
+            rows_of(units, users, ["platform", "user_id"]),
             vectors,
             users.height,
             settings.profile_method,
@@ -230,36 +232,42 @@ def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
 
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("label"), persist_result=True)
-def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str) -> str:
+def label(
+    settings: Settings, clean_path: str, units_path: str, model_id: str, cluster_path: str
+) -> str:
     """c-TF-IDF terms, labels, example users and representative posts per cluster."""
-    out = artifact(settings, "label", "parquet", clean_path, cluster_path)
+    out = artifact(settings, "label", "parquet", clean_path, units_path, cluster_path)
     if not out.exists():
-        posts, vectors = load_post_vectors(settings, clean_path, model_id)
         members = pl.read_parquet(cluster_path)
-        with open_db(settings) as con:
-            names = store.read_users(con).select("platform", "user_id", "display_name")
-        posts = posts.join(
-            members.select("platform", "user_id", "cluster_id"),
-            on=["platform", "user_id"],
-            maintain_order="left",
-        )
+        keys = ["platform", "user_id"]
         n_clusters = int(members["cluster_id"].max()) + 1
-        cluster_of_post = posts["cluster_id"].to_numpy()
-        _, owner = user_index(posts)
+        cluster_of_user = members["cluster_id"].to_numpy()
+        posts = pl.read_parquet(clean_path, columns=[*keys, "text_clean"])
+        post_owner = rows_of(posts, members, keys)
         terms = label_step.cluster_terms(
-            posts["text_clean"].to_list(), cluster_of_post, n_clusters, settings.top_terms, owner
+            posts["text_clean"].to_list(),
+            cluster_of_user[post_owner],
+            n_clusters,
+            settings.top_terms,
+            post_owner,
         )
+        del posts
+        units, vectors = load_units(settings, units_path, model_id)
+        unit_owner = rows_of(units, members, keys)
         examples = label_step.representative_posts(
             vectors - vectors.mean(axis=0),
-            cluster_of_post,
-            owner,
+            cluster_of_user[unit_owner],
+            unit_owner,
             n_clusters,
             settings.representative_posts,
         )
-        texts = posts["text_clean"].to_list()
-        named = members.join(names, on=["platform", "user_id"], how="left").with_columns(
+        with open_db(settings) as con:
+            names = store.read_users(con).select(*keys, "display_name")
+        named = members.join(names, on=keys, how="left").with_columns(
             name=pl.coalesce("display_name", "user_id")
         )
+        texts = units["text_clean"].to_list()
+        quote = clean_step.best_post_in
         rows = []
         for cluster_id in range(n_clusters):
             group = named.filter(pl.col("cluster_id") == cluster_id).sort(
@@ -273,7 +281,9 @@ def label(settings: Settings, clean_path: str, model_id: str, cluster_path: str)
                     "size": group.height,
                     "n_outliers": int(group["is_outlier"].sum()),
                     "example_users": group["name"].head(5).to_list(),
-                    "representative_posts": [texts[i][:280] for i in examples[cluster_id]],
+                    "representative_posts": [
+                        quote(texts[i], set(top))[:280] for i in examples[cluster_id]
+                    ],
                 }
             )
         pl.DataFrame(rows).write_parquet(out)
@@ -345,9 +355,17 @@ def refresh(
     opts = {"refresh_cache": True} if full else {}
     try:
         clean_path = timed(timings, "clean", clean.with_options(**opts), settings, version)
-        timed(timings, "embed", embed.with_options(**opts), settings, clean_path, model_id)
+        units_path = timed(
+            timings, "embed", embed.with_options(**opts), settings, clean_path, model_id
+        )
         profile_path = timed(
-            timings, "profile", profile.with_options(**opts), settings, clean_path, model_id
+            timings,
+            "profile",
+            profile.with_options(**opts),
+            settings,
+            clean_path,
+            units_path,
+            model_id,
         )
         reduce_path = timed(timings, "reduce", reduce.with_options(**opts), settings, profile_path)
         cluster_path = timed(
@@ -359,6 +377,7 @@ def refresh(
             label.with_options(**opts),
             settings,
             clean_path,
+            units_path,
             model_id,
             cluster_path,
         )
@@ -366,7 +385,7 @@ def refresh(
     except BaseException as exc:
         mark_failed(settings, run_id, f"{type(exc).__name__}: {exc}")
         raise
-    insight(settings, run_id, clean_path, model_id)  # recommendations + report; never fails it
+    insight(settings, run_id, units_path, model_id)  # recommendations + report; never fails it
     show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed
     print(f"run {run_id} completed: {timings}")
     return run_id

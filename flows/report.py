@@ -63,7 +63,7 @@ def report(settings: Settings, run_id: str) -> str:
     return str(write_report(settings, run_id))
 
 
-def insight(settings: Settings, run_id: str, clean_path: str, model_id: str) -> str | None:
+def insight(settings: Settings, run_id: str, units_path: str, model_id: str) -> str | None:
     """After publish: recommendations (when a catalogue exists), then the report.
 
     The run's clusters are already published, so a failure here is logged, not raised.
@@ -71,7 +71,7 @@ def insight(settings: Settings, run_id: str, clean_path: str, model_id: str) -> 
     logger = run_logger()
     try:
         started = time.perf_counter()
-        recommend(settings, run_id, clean_path, model_id)
+        recommend(settings, run_id, units_path, model_id)
         with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
             store.add_run_timings(
                 con, run_id, {"recommend": round(time.perf_counter() - started, 3)}

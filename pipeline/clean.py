@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import polars as pl
 
@@ -10,6 +11,8 @@ URL = r"(?i)(?:https?://|www\.)\S+"
 EMAIL = r"[\w.+-]+@[\w-]+\.[\w.-]+"
 HANDLE = r"(^|[^\w@])@[\w.]{0,29}\w"
 ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&nbsp;": " "}
+CHUNK_SEPARATOR = "\n"  # between the posts of a chunk; cleaning turns every other newline to " "
+WORD = re.compile(r"\w+")
 CONTROL = r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]"
 
 
@@ -70,7 +73,8 @@ def pack_chunks(posts: pl.DataFrame, max_chars: int) -> pl.DataFrame:
 
     Every post lands in exactly one chunk (a longer post is a chunk of its own), so a profile
     built from the chunks covers ALL of a user's posts; new posts only change the user's last
-    chunk. Returns platform, user_id, text_clean, text_hash, one row per chunk.
+    chunk. Posts are joined by a newline (cleaned posts have none), so `chunk_posts` can split a
+    chunk again. Returns platform, user_id, text_clean, text_hash, one row per chunk.
     """
     rows: list[tuple[str, str, str]] = []
     ordered = posts.sort("platform", "user_id", "created_at", "post_id", nulls_last=True)
@@ -80,9 +84,25 @@ def pack_chunks(posts: pl.DataFrame, max_chars: int) -> pl.DataFrame:
             if current and len(current) + 1 + len(text) > max_chars:
                 rows.append((platform, user_id, current))
                 current = ""
-            current = f"{current} {text}" if current else text
+            current = f"{current}{CHUNK_SEPARATOR}{text}" if current else text
         rows.append((platform, user_id, current))
     chunks = pl.DataFrame(
         rows, schema={"platform": pl.Utf8, "user_id": pl.Utf8, "text_clean": pl.Utf8}, orient="row"
     )
     return chunks.with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))
+
+
+def chunk_posts(chunk: str) -> list[str]:
+    """The posts a chunk was packed from (a single post is a chunk of one)."""
+    return chunk.split(CHUNK_SEPARATOR)
+
+
+def best_post_in(chunk: str, words: set[str], min_words: int = 5) -> str:
+    """The post of a chunk that shares the most of `words` (lower case), preferring posts of at
+    least `min_words` words, then longer ones: a chunk's most telling sentence to quote."""
+
+    def score(post: str) -> tuple[int, bool, int]:
+        tokens = WORD.findall(post.lower())
+        return len(words.intersection(tokens)), len(tokens) >= min_words, len(post)
+
+    return max(chunk_posts(chunk), key=score)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.clean import clean_text
+from pipeline.clean import WORD, best_post_in, clean_text
 
 REQUIRED = ("id", "name", "description")
 OPTIONAL = ("category", "url")
@@ -215,8 +215,8 @@ def recommendations_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def recommend_all(
-    posts: pl.DataFrame,
-    post_vectors: np.ndarray,
+    units: pl.DataFrame,
+    unit_vectors: np.ndarray,
     products: pl.DataFrame,
     product_vectors: np.ndarray,
     terms: pl.DataFrame,
@@ -225,31 +225,33 @@ def recommend_all(
 ) -> pl.DataFrame:
     """Ranked products for every cluster and every user of a run.
 
-    `posts`: platform, user_id, cluster_id, text_clean (one row per vector in `post_vectors`);
-    `terms`: cluster_id, term, rank (one row per vector in `term_vectors`). Scope ids are the
-    cluster id and 'platform:user_id'.
+    `units`: platform, user_id, cluster_id, text_clean (one row per vector in `unit_vectors`;
+    a unit is a post or a chunk of posts); `terms`: cluster_id, term, rank (one row per vector in
+    `term_vectors`). Scope ids are the cluster id and 'platform:user_id'. A reason quotes the
+    post, within the unit closest to the product, that shares most words with it.
     """
-    if posts.height == 0:
+    if units.height == 0:
         raise RecommendError("the run has no posts: nothing to recommend from")
     product_ids = products["product_id"].to_list()
-    texts = posts["text_clean"].to_list()
+    product_words = [set(WORD.findall(t.lower())) for t in product_texts(products)]
+    texts = units["text_clean"].to_list()
     wordy = np.array([len(t.split()) >= MIN_REASON_WORDS for t in texts])
     rows: list[dict] = []
 
-    users = posts.select("platform", "user_id").unique(maintain_order=True)
+    users = units.select("platform", "user_id").unique(maintain_order=True)
     user_keys = [f"{p}:{u}" for p, u in users.iter_rows()]
-    user_of_post = posts.join(
+    user_of_post = units.join(
         users.with_row_index("row"), on=["platform", "user_id"], how="left", maintain_order="left"
     )["row"].to_numpy()
-    cluster_ids = sorted(set(posts["cluster_id"].to_list()))
-    cluster_of_post = np.searchsorted(cluster_ids, posts["cluster_id"].to_numpy())
+    cluster_ids = sorted(set(units["cluster_id"].to_list()))
+    cluster_of_post = np.searchsorted(cluster_ids, units["cluster_id"].to_numpy())
 
     for scope, keys, group_of_post in (
         ("cluster", [str(c) for c in cluster_ids], cluster_of_post),
         ("user", user_keys, user_of_post),
     ):
         order, scores = rank(
-            interests(post_vectors, group_of_post, len(keys), keys), product_vectors, top_k
+            interests(unit_vectors, group_of_post, len(keys), keys), product_vectors, top_k
         )
         for g, key in enumerate(keys):
             own = np.flatnonzero(group_of_post == g)
@@ -257,7 +259,8 @@ def recommend_all(
                 own = own[wordy[own]]
             for r, (item, score) in enumerate(zip(order[g], scores[g], strict=True), start=1):
                 vector = product_vectors[item]
-                post = texts[own[best_post(post_vectors[own], vector)]]
+                closest = texts[own[best_post(unit_vectors[own], vector)]]
+                post = best_post_in(closest, product_words[item], MIN_REASON_WORDS)
                 if scope == "cluster":
                     mask = (terms["cluster_id"] == cluster_ids[g]).to_numpy()
                     words = matching_terms(

@@ -56,7 +56,7 @@ def test_pack_chunks_covers_every_post_in_time_order():
     )
     chunks = pack_chunks(posts, max_chars=20)
     assert chunks.filter(pl.col("user_id") == "a")["text_clean"].to_list() == [
-        "first second third",
+        "first\nsecond\nthird",
         "x" * 30,
     ]
     assert chunks.filter(pl.col("user_id") == "b")["text_clean"].to_list() == ["other"]

@@ -85,8 +85,8 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
         store.upsert_posts(con, new)
     refresh(db=str(refreshed))
     with store.connect(refreshed) as con:
-        # one new post text, and arsenal's last chunk of posts (the profile's input) changed
-        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 2
+        # the two new posts (one text) change only arsenal's last chunk: one new vector
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 1
         assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 3
 
 
