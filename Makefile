@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 $(BIN)/tribes: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,dask]'
 	@touch $@
 
 install: $(BIN)/tribes

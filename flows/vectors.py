@@ -25,16 +25,26 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
-    """Embed and store the texts (text_hash, text_clean) not embedded yet, chunk by chunk."""
-    logger = run_logger()
-    spec = embed_step.model_spec(settings)
+    """Embed and store the texts (text_hash, text_clean) not embedded yet; returns how many."""
     texts = texts.unique("text_hash")
     with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
     if not todo:
-        logger.info("all %d %s already embedded with %s", texts.height, what, spec.name)
+        name = embed_step.model_spec(settings).name
+        run_logger().info("all %d %s already embedded with %s", texts.height, what, name)
         return 0
     texts = texts.filter(pl.col("text_hash").is_in(list(todo)))
+    if settings.embed_dask_address or settings.embed_dask_workers:
+        from flows.sharded import embed_on_dask  # the `dask` extra, imported only when used
+
+        return sum(shard.posts for shard in embed_on_dask(settings, texts, model_id, what))
+    return embed_here(settings, texts, model_id, what)
+
+
+def embed_here(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
+    """Embed the texts in this process, chunk by chunk, storing each chunk."""
+    logger = run_logger()
+    spec = embed_step.model_spec(settings)
     model = embed_step.load_model(spec, settings.device, settings.model_download)
     logger.info("embedding %d new %s with %s on %s", texts.height, what, spec.name, model.device)
     started, done = time.monotonic(), 0

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         description="CPU inference runtime (exported once into the cache); torch on CUDA, "
         "or when the runtime is not installed or the export fails (bench/embed.py measures them)",
     )
+    embed_dask_address: str | None = Field(
+        None,
+        min_length=1,
+        description="Dask scheduler (e.g. tcp://host:8786) that embeds new posts, sharded; "
+        "needs the `dask` extra and workers that see the state folder at the same path",
+    )
+    embed_dask_workers: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="0 = embed in this process; N = a temporary local Dask cluster of "
+        "N single-threaded worker processes embeds new posts, sharded",
+    )
 
     # clean
     max_post_chars: int = Field(20_000, ge=100, description="longer posts are skipped on import")
@@ -116,6 +129,12 @@ class Settings(BaseSettings):
         return value.strip()
 
     @model_validator(mode="after")
+    def _one_dask_cluster(self) -> Settings:
+        if self.embed_dask_address and self.embed_dask_workers:
+            raise ValueError("set embed_dask_address or embed_dask_workers, not both")
+        return self
+
+    @model_validator(mode="after")
     def _state_beside_db(self) -> Settings:
         if self.state_dir is None:
             self.state_dir = self.db.parent
@@ -152,6 +171,8 @@ class Settings(BaseSettings):
             "state_dir",
             "device",
             "embed_chunk",
+            "embed_dask_address",
+            "embed_dask_workers",
             "model_download",
             "lock_wait_seconds",
             "reports_url",
