@@ -346,9 +346,10 @@ def refresh(
         min_cluster_size=min_cluster_size,
         random_state=random_state,
     )
-    if full:
-        for old in settings.cache_dir.glob("*"):
-            old.unlink()
+    if full:  # drop the stage artifacts; keep model exports (cache/models)
+        for old in settings.cache_dir.glob("*.*"):
+            if old.is_file():
+                old.unlink()
     model_id = embed_step.model_spec(settings).model_id
     run_id, version = begin_run(settings)
     timings: dict[str, float] = {}

@@ -102,6 +102,18 @@ def test_unchanged_refresh_shows_cached_tasks(refreshed):
     assert run_id
 
 
+def test_full_refresh_redoes_stages_but_keeps_embeddings_and_model_exports(refreshed):
+    models = refreshed.parent / "cache" / "models"
+    exports = sorted(p.name for p in models.iterdir()) if models.exists() else []
+    with store.connect(refreshed) as con:
+        embedded = store.scalar(con, "SELECT count(*) FROM embeddings")
+    run_id = refresh(db=str(refreshed), full=True)
+    with store.connect(refreshed) as con:
+        assert store.latest_run_id(con) == run_id
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded
+    assert (sorted(p.name for p in models.iterdir()) if models.exists() else []) == exports
+
+
 def test_failed_refresh_keeps_previous_results(refreshed):
     with store.connect(refreshed) as con:
         before = store.latest_run_id(con)
