@@ -23,7 +23,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import embed  # noqa: E402
-from pipeline.clean import clean_posts  # noqa: E402
+from pipeline.clean import chunk_posts, clean_posts, pack_chunks  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ SOURCES = [
     ROOT / "data/sample/fb_pages_sample.parquet",
 ]
 BACKENDS = ["torch", "openvino", "onnx", "onnx-int8"]
+FP32 = {"INFERENCE_PRECISION_HINT": "f32"}  # OpenVINO's default is bf16 on AMX/AVX512-BF16
 
 
 def real_posts(n: int) -> tuple[list[str], Path]:
@@ -40,6 +41,15 @@ def real_posts(n: int) -> tuple[list[str], Path]:
     posts = pl.read_parquet(source).with_columns(platform=pl.lit("facebook"))
     texts = clean_posts(posts)["text_clean"]
     return texts.sample(min(n, texts.len()), seed=0, shuffle=True).to_list(), source
+
+
+def real_chunks(n: int, max_chars: int) -> tuple[list[str], int]:
+    """n of the chunks of posts the refresh embeds, and how many posts they hold."""
+    source = next(p for p in SOURCES if p.exists())
+    posts = clean_posts(pl.read_parquet(source).with_columns(platform=pl.lit("facebook")))
+    chunks = pack_chunks(posts, max_chars)["text_clean"]
+    chunks = chunks.sample(min(n, chunks.len()), seed=0, shuffle=True)
+    return chunks.to_list(), sum(len(chunk_posts(c)) for c in chunks)
 
 
 def version(package: str) -> str:
@@ -130,6 +140,21 @@ def main() -> None:
         tokenizer = (model.st if isinstance(model, embed.ExportedEncoder) else model).tokenizer
     lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]])
 
+    # what the refresh embeds: each user's posts packed into chunks, in the default precision
+    # (bf16 where the CPU has AMX/AVX512-BF16) and in fp32
+    chunk_texts, chunk_post_count = real_chunks(max(50, args.n // 8), settings.profile_chunk_chars)
+    chunk_rows = []
+    for backend, config in (("torch", None), ("openvino", None), ("openvino", FP32)):
+        spec_c = embed.model_spec(load_settings(embed_backend=backend, **overrides))
+        if spec_c.backend != backend:
+            continue
+        model = embed.load_model(spec_c, "cpu")
+        if config:
+            model = embed.ExportedEncoder(model.st, backend, Path(spec_c.export_dir), config)
+        _, rate = timed_encode(model, chunk_texts, spec_c.prefix, args.batch_size)
+        name = f"{backend} ({'fp32' if config else 'default precision'})"
+        chunk_rows.append((name, rate, rate * chunk_post_count / len(chunk_texts)))
+
     load1, load5, load15 = os.getloadavg()
     print(f"# bench/embed.py — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}\n")
     print(
@@ -160,6 +185,14 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for backend, rate128, rate256, mean, low in seq_rows:
         print(f"| {backend} | {rate128:.0f} | {rate256:.0f} | {mean:.5f} | {low:.5f} |")
+    print(
+        f"\nThe refresh embeds {len(chunk_texts)} chunks of up to {settings.profile_chunk_chars} "
+        f"characters ({chunk_post_count / len(chunk_texts):.1f} posts each):\n"
+    )
+    print("| backend | chunks/s | posts/s (in chunks) |")
+    print("|---|---|---|")
+    for name, rate, posts_rate in chunk_rows:
+        print(f"| {name} | {rate:.0f} | {posts_rate:.0f} |")
 
 
 if __name__ == "__main__":

@@ -201,14 +201,22 @@ def _features(st: SentenceTransformer, texts: list[str]) -> tuple[list[str], dic
 class ExportedEncoder:
     """A SentenceTransformer look-alike (encode, device, max_seq_length) on OpenVINO or ONNX."""
 
-    def __init__(self, st: SentenceTransformer, backend: str, export_dir: Path) -> None:
+    def __init__(
+        self,
+        st: SentenceTransformer,
+        backend: str,
+        export_dir: Path,
+        openvino_config: dict[str, str] | None = None,
+    ) -> None:
+        """`openvino_config`: OpenVINO compile options; by default OpenVINO computes in bf16
+        on CPUs with AMX or AVX512-BF16 and in fp32 elsewhere."""
         self.st, self.backend = st, backend
         self.device = f"cpu ({backend})"
         path = str(export_dir / MODEL_FILES[backend])
         if backend == "openvino":
             import openvino as ov
 
-            compiled = ov.Core().compile_model(path, "CPU")
+            compiled = ov.Core().compile_model(path, "CPU", openvino_config or {})
             self.names = [port.get_any_name() for port in compiled.inputs]
             self._run = lambda feeds: compiled(feeds)[0]
         else:
