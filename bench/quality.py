@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -26,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".tribes" / "bench" / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from flows.evaluate import Scores, evaluate_tribes  # noqa: E402
+from flows.evaluate import Scores, evaluate_study, evaluate_tribes, score_grouping  # noqa: E402
 from flows.vectors import embed_missing  # noqa: E402
-from pipeline import clean, embed, evaluate, label, store  # noqa: E402
+from pipeline import clean, embed, store  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -117,60 +118,6 @@ def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
     return posts, vectors
 
 
-def topic_scores(
-    texts: list[str], cluster_of_post: np.ndarray, n: int, owner: np.ndarray
-) -> tuple[float, float]:
-    terms = label.cluster_terms(texts, cluster_of_post, n, 10, owner)
-    topics = [g["term"].to_list() for _, g in terms.group_by("cluster_id", maintain_order=True)]
-    return float(np.mean(evaluate.npmi_coherence(texts, topics))), evaluate.topic_diversity(topics)
-
-
-def score_users(
-    method: str, users: list[str], found: np.ndarray, known: dict[str, str], posts: pl.DataFrame
-) -> Scores:
-    truth = [known[u] for u in users]
-    cluster_of = dict(zip(users, found.tolist(), strict=True))
-    cluster_of_post = np.array([cluster_of[u] for u in posts["user_id"]])
-    owner = posts["user_id"].cast(pl.Categorical).to_physical().to_numpy()
-    npmi, diversity = topic_scores(
-        posts["text_clean"].to_list(), cluster_of_post, int(found.max()) + 1, owner
-    )
-    return Scores(
-        method=method,
-        **evaluate.agreement(truth, found),
-        n_clusters=len(set(found.tolist())),
-        noise_share=None,
-        largest=int(np.bincount(found).max()),
-        npmi=npmi,
-        diversity=diversity,
-    )
-
-
-def study_baseline(settings, posts: pl.DataFrame, known: dict[str, str], seeds) -> Scores:
-    """The original study: each user's posts as ONE string, embedded once, UMAP 2-D, KMeans k=7."""
-    import umap
-    from sklearn.cluster import KMeans
-
-    joined = (
-        posts.group_by("user_id", maintain_order=True)
-        .agg(pl.col("text_clean").str.join(" "))
-        .sort("user_id")
-    )
-    spec = embed.model_spec(settings)
-    model = embed.load_model(spec, settings.device)
-    vectors = embed.encode(model, joined["text_clean"].to_list(), spec.prefix)
-    users = joined["user_id"].to_list()
-    runs = []
-    for seed in seeds:
-        plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
-        runs.append(KMeans(n_clusters=7, n_init=10, random_state=seed).fit_predict(plane))
-    scores = score_users("study: concat → UMAP 2-D → KMeans 7", users, runs[0], known, posts)
-    truth = [known[u] for u in users]
-    scores.seed_ari = float(np.mean([evaluate.agreement(truth, r)["ari"] for r in runs]))
-    scores.stability = evaluate.mean_pairwise_ari([r.tolist() for r in runs])
-    return scores
-
-
 def bertopic_baseline(
     posts: pl.DataFrame, vectors: np.ndarray, known: dict[str, str], seed: int
 ) -> Scores:
@@ -196,10 +143,74 @@ def bertopic_baseline(
     np.add.at(mix, (frame["user_id"].replace_strict(row).to_numpy(), frame["topic"].to_numpy()), 1)
     k = len(set(known[u] for u in users))
     found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(mix))
-    return score_users(f"BERTopic topic mix → KMeans (true k={k})", users, found, known, posts)
+    method = f"BERTopic topic mix → KMeans (true k={k})"
+    scores = score_grouping(method, users, [found], known, posts)
+    scores.seed_ari = scores.stability = None  # one seed only
+    return scores
 
 
 # ---------------------------------------------------------------- output
+
+
+def foreign_function_words() -> frozenset[str]:
+    """Function words of the other languages listed in pipeline/stopwords.txt, minus English's."""
+    text = (ROOT / "pipeline" / "stopwords.txt").read_text(encoding="utf-8")
+    words, language = set(), None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            code = line[1:].strip()
+            language = code if len(code) == 2 else None  # "# es", "# pt", ...; not "# web ..."
+        elif language:
+            words.update(line.split())
+    return frozenset(words - ENGLISH_STOP_WORDS)
+
+
+def english_share(posts: pl.DataFrame) -> dict[str, float]:
+    """Per user, the share of posts (of those with any function word) that use more English
+    function words than those of the other listed languages: a rough test needing no model."""
+    tokens = pl.col("text").str.to_lowercase().str.extract_all(r"\w+")
+    english = tokens.list.eval(pl.element().is_in(list(ENGLISH_STOP_WORDS)).cast(pl.Int32))
+    other = tokens.list.eval(pl.element().is_in(list(foreign_function_words())).cast(pl.Int32))
+    scored = posts.select(
+        "user_id", english.list.sum().alias("en"), other.list.sum().alias("other")
+    ).filter((pl.col("en") + pl.col("other")) > 0)
+    share = scored.group_by("user_id").agg((pl.col("en") >= pl.col("other")).mean().alias("s"))
+    return dict(share.iter_rows())
+
+
+def print_language_report(
+    posts: pl.DataFrame, members: dict[str, int], known: dict[str, str]
+) -> None:
+    """Where the mostly non-English users land: with their interest, or among each other?"""
+    english = english_share(posts)
+    foreign = sorted(u for u, share in english.items() if share < 0.5 and u in members)
+    if not foreign:
+        return
+    frame = pl.DataFrame(
+        {"user_id": list(members), "cluster": list(members.values())}
+    ).with_columns(
+        label=pl.col("user_id").replace_strict(known),
+        foreign=pl.col("user_id").is_in(foreign),
+    )
+    majority = dict(
+        frame.group_by("cluster")
+        .agg(pl.col("label").mode().first(), pl.col("foreign").mean().alias("foreign_share"))
+        .select("cluster", pl.struct("label", "foreign_share"))
+        .iter_rows()
+    )
+    print(f"\nMostly non-English users ({len(foreign)} of {len(members)}, by function words):\n")
+    print("| user | known label | cluster | cluster's main label | non-English share of cluster |")
+    print("|---|---|---|---|---|")
+    matched = 0
+    for user in foreign:
+        cluster = members[user]
+        main = majority[cluster]
+        matched += main["label"] == known[user]
+        print(
+            f"| {user} | {known[user]} | {cluster} | {main['label']} | "
+            f"{main['foreign_share']:.0%} |"
+        )
+    print(f"\n{matched} of {len(foreign)} land in a cluster whose main label is their own.")
 
 
 def fmt(value, digits=3) -> str:
@@ -250,9 +261,9 @@ def main() -> None:
         labels = pl.DataFrame({"user_id": list(known), "label": list(known.values())})
         seeds = (42, 0, 1, 2, 3)[: max(1, args.seeds)]
         rows = [evaluate_tribes(settings, labels, seeds)]
-        clean_posts, vectors = stored_post_vectors(settings)
-        rows.append(study_baseline(settings, clean_posts, known, seeds))
+        rows.append(evaluate_study(settings, labels, seeds))
         if not args.no_bertopic:
+            clean_posts, vectors = stored_post_vectors(settings)
             rows.append(bertopic_baseline(clean_posts, vectors, known, seed=42))
         print_table(
             name,
@@ -262,6 +273,7 @@ def main() -> None:
             rows,
             time.perf_counter() - started,
         )
+        print_language_report(posts, rows[0].members, known)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 
 from flows.refresh import refresh
-from pipeline import clean, evaluate, store
+from flows.vectors import stored_vectors
+from pipeline import clean, evaluate, label, store
 from pipeline.settings import Settings
 
 SEEDS = (42, 0, 1, 2, 3)
@@ -31,6 +32,7 @@ class Scores:
     npmi: float | None = None
     diversity: float | None = None
     labels: list[str] = field(default_factory=list)
+    members: dict[str, int] = field(default_factory=dict)  # user_id -> cluster, first seed
 
 
 def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
@@ -71,10 +73,54 @@ def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
     return [g["term"].to_list()[:10] for _, g in terms.group_by("cluster_id", maintain_order=True)]
 
 
-def corpus_texts(settings: Settings) -> list[str]:
+def cleaned_posts(settings: Settings) -> pl.DataFrame:
     with store.connect(settings.db, wait_seconds=60) as con:
         posts = store.read_posts(con)
-    return clean.clean_posts(posts)["text_clean"].to_list()
+    return clean.clean_posts(posts, settings.min_posts_per_user)
+
+
+def topic_scores(posts: pl.DataFrame, cluster_of_user: dict[str, int]) -> tuple[float, float]:
+    """NPMI and diversity of the top-10 c-TF-IDF terms of a user grouping's clusters."""
+    texts = posts["text_clean"].to_list()
+    cluster_of_post = np.array([cluster_of_user[u] for u in posts["user_id"]])
+    owner = posts["user_id"].cast(pl.Categorical).to_physical().to_numpy()
+    n = int(cluster_of_post.max()) + 1
+    terms = label.cluster_terms(texts, cluster_of_post, n, 10, owner)
+    topics = [g["term"].to_list() for _, g in terms.group_by("cluster_id", maintain_order=True)]
+    return float(np.mean(evaluate.npmi_coherence(texts, topics))), evaluate.topic_diversity(topics)
+
+
+def score_grouping(
+    method: str, users: list[str], runs: list[np.ndarray], known: dict[str, str], posts
+) -> Scores:
+    """Scores of a baseline's user groupings (one per seed; the first is the headline)."""
+    truth = [known[u] for u in users]
+    found = runs[0]
+    npmi, diversity = topic_scores(posts, dict(zip(users, found.tolist(), strict=True)))
+    return Scores(
+        method=method,
+        **evaluate.agreement(truth, found),
+        n_clusters=len(set(found.tolist())),
+        noise_share=None,
+        largest=int(np.bincount(found).max()),
+        seed_ari=float(np.mean([evaluate.agreement(truth, r)["ari"] for r in runs])),
+        stability=evaluate.mean_pairwise_ari([r.tolist() for r in runs]),
+        npmi=npmi,
+        diversity=diversity,
+    )
+
+
+def evaluate_study(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
+    """The original study's method on the same posts and model: each labelled user's posts
+    as ONE string (the model reads its first max_seq_length tokens), UMAP 2-D, KMeans k=7."""
+    posts = cleaned_posts(settings).filter(pl.col("user_id").is_in(known["user_id"].implode()))
+    joined = posts.group_by("user_id").agg(pl.col("text_clean").str.join(" ")).sort("user_id")
+    vectors = stored_vectors(settings, joined["text_clean"].to_list(), "users as one string")
+    runs = [evaluate.study_clusters(vectors, seed) for seed in seeds]
+    labels = dict(known.iter_rows())
+    return score_grouping(
+        "study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(), runs, labels, posts
+    )
 
 
 def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
@@ -84,6 +130,7 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
     first = joined[0]
     headline = evaluate.agreement(first["label"], first["cluster_id"])
     topics = run_topics(settings, runs[0])
+    texts = cleaned_posts(settings)["text_clean"].to_list()
     with store.connect(settings.db, wait_seconds=60) as con:
         labels = store.cluster_table(con, runs[0])["label"].to_list()
     return Scores(
@@ -96,7 +143,8 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
             np.mean([evaluate.agreement(j["label"], j["cluster_id"])["ari"] for j in joined])
         ),
         stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
-        npmi=float(np.mean(evaluate.npmi_coherence(corpus_texts(settings), topics))),
+        npmi=float(np.mean(evaluate.npmi_coherence(texts, topics))),
         diversity=evaluate.topic_diversity(topics),
         labels=labels,
+        members=dict(first.select("user_id", "cluster_id").iter_rows()),
     )

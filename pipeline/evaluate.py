@@ -15,6 +15,19 @@ from sklearn.metrics import (
 
 from pipeline.label import TOKEN_PATTERN
 
+STUDY_K = 7  # the original study's fixed number of clusters
+
+
+def study_clusters(user_vectors: np.ndarray, seed: int, k: int = STUDY_K) -> np.ndarray:
+    """The original study's grouping, as a baseline: one vector per user (its posts
+    concatenated into ONE text) → UMAP to 2-D (library defaults) → KMeans with fixed k."""
+    import umap
+    from sklearn.cluster import KMeans
+
+    plane = umap.UMAP(n_components=2, random_state=seed).fit_transform(user_vectors)
+    k = min(k, len(user_vectors))
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(plane)
+
 
 def agreement(known: Sequence, found: Sequence) -> dict[str, float]:
     """ARI, NMI and AMI of found clusters against known labels."""

@@ -142,6 +142,10 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
     result = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     assert "Clusters vs known labels (139 labelled users)" in result.output
+    header = next(line for line in result.output.splitlines() if "metric" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:4]] == ["metric", "tribes", "study"]
+    ari_row = next(line for line in result.output.splitlines() if line.startswith("│ ARI "))
+    assert all(0 <= float(cell) <= 1 for cell in ari_row.split("│")[2:4]), ari_row
     labels = workdir / "labels.csv"
     labels.write_text("user_id,category\narsenal,sports\n")
     bad = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--labels", str(labels)])
