@@ -56,6 +56,16 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's resu
 }
 
 
+STAGE_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {  # artifact suffix, named by params
+    "clean": ("parquet", ("version",)),
+    "embed": ("parquet", ("clean_path", "model_id")),
+    "profile": ("npz", ("units_path", "model_id")),
+    "reduce": ("npz", ("profile_path",)),
+    "cluster": ("parquet", ("reduce_path",)),
+    "label": ("parquet", ("clean_path", "units_path", "cluster_path")),
+}
+
+
 def transient(_task: Any, _task_run: Any, state: Any) -> bool:
     """Retry a failed task unless its error is one a retry cannot fix (bad model, bad data)."""
     try:
@@ -91,6 +101,12 @@ def artifact(settings: Settings, stage: str, suffix: str, *inputs: Any) -> Path:
     digest = hashlib.sha256(key.encode()).hexdigest()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     return settings.cache_dir / f"{stage}-{digest[:20]}.{suffix}"
+
+
+def output(stage: str, params: dict[str, Any]) -> Path:
+    """The artifact a stage's task writes, from the task's parameters."""
+    suffix, names = STAGE_OUTPUTS[stage]
+    return artifact(params["settings"], stage, suffix, *(params[name] for name in names))
 
 
 def open_db(settings: Settings):
@@ -145,8 +161,9 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> str:
     Each text is embedded once: a post is embedded as part of its chunk, never again alone.
     """
     out = artifact(settings, "embed", "parquet", clean_path, model_id)
-    units = pl.read_parquet(out) if out.exists() else None
-    if units is None:
+    if out.exists():
+        units = pl.read_parquet(out)
+    else:
         units = profile_units(pl.read_parquet(clean_path), settings)
     what = "post chunks" if settings.profile_method == "chunk_mean" else "posts"
     embed_missing(settings, units.select("text_hash", "text_clean"), model_id, what)
@@ -315,10 +332,13 @@ def mark_failed(settings: Settings, run_id: str, error: str) -> None:
         store.fail_run(con, run_id, error)
 
 
-def timed(timings: dict[str, float], stage: str, step, *args):
+def run_stage(timings: dict[str, float], stage_task, **params: Any) -> str:
+    """Run one stage's task, timed. Its cached result is recomputed when the artifact it names
+    is gone (`full`, or a deleted cache folder), else Prefect's cache answers."""
+    refresh_cache = not output(stage_task.name, params).exists()
     started = time.perf_counter()
-    result = step(*args)
-    timings[stage] = round(time.perf_counter() - started, 3)
+    result = stage_task.with_options(refresh_cache=refresh_cache)(**params)
+    timings[stage_task.name] = round(time.perf_counter() - started, 3)
     return result
 
 
@@ -353,34 +373,35 @@ def refresh(
     model_id = embed_step.model_spec(settings).model_id
     run_id, version = begin_run(settings)
     timings: dict[str, float] = {}
-    opts = {"refresh_cache": True} if full else {}
     try:
-        clean_path = timed(timings, "clean", clean.with_options(**opts), settings, version)
-        units_path = timed(
-            timings, "embed", embed.with_options(**opts), settings, clean_path, model_id
+        clean_path = run_stage(timings, clean, settings=settings, version=version)
+        units_path = run_stage(
+            timings, embed, settings=settings, clean_path=clean_path, model_id=model_id
         )
-        profile_path = timed(
+        profile_path = run_stage(
             timings,
-            "profile",
-            profile.with_options(**opts),
-            settings,
-            clean_path,
-            units_path,
-            model_id,
+            profile,
+            settings=settings,
+            clean_path=clean_path,
+            units_path=units_path,
+            model_id=model_id,
         )
-        reduce_path = timed(timings, "reduce", reduce.with_options(**opts), settings, profile_path)
-        cluster_path = timed(
-            timings, "cluster", cluster.with_options(**opts), settings, profile_path, reduce_path
-        )
-        label_path = timed(
+        reduce_path = run_stage(timings, reduce, settings=settings, profile_path=profile_path)
+        cluster_path = run_stage(
             timings,
-            "label",
-            label.with_options(**opts),
-            settings,
-            clean_path,
-            units_path,
-            model_id,
-            cluster_path,
+            cluster,
+            settings=settings,
+            profile_path=profile_path,
+            reduce_path=reduce_path,
+        )
+        label_path = run_stage(
+            timings,
+            label,
+            settings=settings,
+            clean_path=clean_path,
+            units_path=units_path,
+            model_id=model_id,
+            cluster_path=cluster_path,
         )
         publish(settings, run_id, clean_path, cluster_path, label_path, timings)
     except BaseException as exc:

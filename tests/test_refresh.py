@@ -114,6 +114,18 @@ def test_full_refresh_redoes_stages_but_keeps_embeddings_and_model_exports(refre
     assert (sorted(p.name for p in models.iterdir()) if models.exists() else []) == exports
 
 
+def test_refresh_recovers_when_its_cache_folder_was_deleted(refreshed):
+    """Prefect still remembers the stages' results, but the files they name are gone."""
+    refresh(db=str(refreshed))  # every stage now answered from Prefect's cache
+    for artifact in (refreshed.parent / "cache").glob("*.*"):
+        artifact.unlink()
+    run_id = refresh(db=str(refreshed))
+    with store.connect(refreshed) as con:
+        assert store.latest_run_id(con) == run_id
+        assert store.run_members(con, run_id).height == 139
+    assert list((refreshed.parent / "cache").glob("label-*.parquet"))
+
+
 def test_failed_refresh_keeps_previous_results(refreshed):
     with store.connect(refreshed) as con:
         before = store.latest_run_id(con)
