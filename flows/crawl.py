@@ -18,7 +18,7 @@ from typing import Annotated
 
 import polars as pl
 import yaml
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from pydantic import Field
 
 from pipeline import store
@@ -185,7 +185,7 @@ def summarise(crawl_id: str, report: dict, log: str) -> CrawlSummary:
     )
 
 
-@flow(name="crawl", log_prints=True)
+@flow(name="crawl")
 def crawl(
     db: str | None = None,
     sources: str | None = None,
@@ -227,13 +227,14 @@ def crawl(
     }
     record_finish(db_path, wait, crawl_id, "completed", report)
     summary = summarise(crawl_id, report, str(log_dir / f"{crawl_id}.log"))
+    logger = get_run_logger()
     for row in summary.accounts:  # every account when few, else those with errors
         if len(summary.accounts) <= 20 or row.errors:
-            print(
+            logger.info(
                 f"{row.source} {row.account}: {row.new} new, {row.updated} updated, "
                 f"{row.unchanged} unchanged, {row.skipped} skipped, {row.errors} errors"
             )
-    print(summary.line())
+    logger.info(summary.line())
     return summary
 
 

@@ -20,7 +20,7 @@ class CrawlFailed(RuntimeError):
     """The night's crawl failed; the refresh still ran on the posts already stored."""
 
 
-@flow(name="nightly", log_prints=True)
+@flow(name="nightly")
 def nightly(
     db: str | None = None,
     sources: str | None = None,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, Inputs
 from pydantic import Field
 
@@ -342,7 +342,7 @@ def run_stage(timings: dict[str, float], stage_task, **params: Any) -> str:
     return result
 
 
-@flow(name="refresh", log_prints=True)
+@flow(name="refresh")
 def refresh(
     db: str | None = None,
     model: str | None = None,
@@ -409,5 +409,5 @@ def refresh(
         raise
     insight(settings, run_id, units_path, model_id)  # recommendations + report; never fails it
     show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed
-    print(f"run {run_id} completed: {timings}")
+    get_run_logger().info("run %s completed: %s", run_id, timings)
     return run_id
