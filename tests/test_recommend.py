@@ -16,6 +16,7 @@ from flows.recommend import import_catalogue, recommendations_for
 from flows.refresh import refresh
 from pipeline import recommend as rec
 from pipeline import store
+from pipeline.clean import clean_posts
 from pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,19 @@ def test_every_clustered_user_and_cluster_has_ranked_products(recommended):
     )
     assert users.group_by("scope_id").len()["len"].eq(5).all()
     assert users["reason"].str.starts_with('post: "').all()
+
+
+def test_reasons_quote_one_real_post_of_the_user_not_a_chunk(recommended):
+    run_id, found, members = recs(recommended)
+    with store.connect(recommended) as con:
+        posts = clean_posts(store.read_posts(con))
+    own = dict(posts.group_by("user_id").agg("text_clean").iter_rows())
+    firsts = found.filter((pl.col("scope") == "user") & (pl.col("rank") == 1))
+    for scope_id, reason in firsts.select("scope_id", "reason").iter_rows():
+        quote = reason.removeprefix('post: "').removesuffix('"').removesuffix("…")
+        user = scope_id.split(":", 1)[1]
+        assert "\n" not in quote
+        assert any(" ".join(p.split()).startswith(quote) for p in own[user]), (user, reason)
 
 
 def test_cli_recommend_for_user_and_cluster(recommended):

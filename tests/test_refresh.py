@@ -61,6 +61,10 @@ def test_football_clubs_share_a_cluster_named_with_football_terms(refreshed):
         "fans",
     }
     assert football & set(terms.split(", ")), terms
+    with store.connect(refreshed) as con:
+        examples = store.run_clusters(con, store.latest_run_id(con))["representative_posts"]
+    quoted = [post for posts in examples.to_list() for post in posts]
+    assert quoted and not any("\n" in post for post in quoted)  # single posts, never a chunk
 
 
 def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refreshed):
