@@ -50,7 +50,13 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's resu
         "profile_remove_components",
         "random_state",
     ),
-    "reduce": ("umap_n_components", "umap_n_neighbors", "umap_min_dist", "random_state"),
+    "reduce": (
+        "umap_n_components",
+        "umap_n_neighbors",
+        "umap_min_dist",
+        "random_state",
+        "consensus_runs",
+    ),
     "cluster": ("min_cluster_size", "min_samples"),
     "label": ("top_terms", "label_terms", "representative_posts"),
 }
@@ -215,17 +221,20 @@ def reduce(settings: Settings, profile_path: str) -> str:
     out = artifact(settings, "reduce", "npz", profile_path)
     if not out.exists():
         profiles = np.load(profile_path)["profiles"]
-        space = reduce_step.umap_reduce(
-            profiles,
-            settings.umap_n_components,
-            settings.umap_n_neighbors,
-            settings.umap_min_dist,
-            settings.random_state,
-        )
+        spaces = [
+            reduce_step.umap_reduce(
+                profiles,
+                settings.umap_n_components,
+                settings.umap_n_neighbors,
+                settings.umap_min_dist,
+                seed,
+            )
+            for seed in reduce_step.run_seeds(settings.random_state, settings.consensus_runs)
+        ]
         plane = reduce_step.umap_reduce(
             profiles, 2, settings.umap_n_neighbors, 0.1, settings.random_state
         )
-        np.savez(out, space=space, plane=plane)
+        np.savez(out, spaces=np.stack(spaces), plane=plane)
     return str(out)
 
 
@@ -234,8 +243,8 @@ def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
     out = artifact(settings, "cluster", "parquet", reduce_path)
     if not out.exists():
         reduced = np.load(reduce_path)
-        result = cluster_step.hdbscan_cluster(
-            reduced["space"], settings.min_cluster_size, settings.min_samples
+        result = cluster_step.consensus_cluster(
+            list(reduced["spaces"]), settings.min_cluster_size, settings.min_samples
         )
         users = pl.read_parquet(Path(profile_path).with_suffix(".users.parquet"))
         users.with_columns(

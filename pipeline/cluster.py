@@ -43,6 +43,52 @@ def hdbscan_cluster(
     return Clustering(relabel_by_size(labels), probability, noise, float(noise.mean()))
 
 
+def consensus_cluster(
+    spaces: list[np.ndarray],
+    min_cluster_size: int | None = None,
+    min_samples: int | None = None,
+    agreement: float = 0.5,
+) -> Clustering:
+    """HDBSCAN on each of several UMAP spaces of the same users, then users grouped by how often
+    the runs put them together (average linkage, at least `agreement` of the runs); groups
+    smaller than the minimum size join the group they are most often with. Steadier than any
+    single run, whose clusters move with the seed and with tiny changes of the vectors."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    runs = [hdbscan_cluster(space, min_cluster_size, min_samples) for space in spaces]
+    if len(runs) == 1:
+        return runs[0]
+    n = len(spaces[0])
+    together = np.mean([r.labels[:, None] == r.labels[None, :] for r in runs], axis=0)
+    labels = AgglomerativeClustering(
+        n_clusters=None,
+        metric="precomputed",
+        linkage="average",
+        distance_threshold=1 - agreement,
+    ).fit_predict(1 - together)
+    size = min(min_cluster_size or auto_min_cluster_size(n), max(2, n // 2))
+    labels = merge_small_groups(labels, together, size)
+    own = labels[:, None] == labels[None, :]
+    np.fill_diagonal(own, False)
+    probability = (together * own).sum(axis=1) / np.maximum(own.sum(axis=1), 1)
+    outlier = np.mean([r.is_outlier for r in runs], axis=0) > 0.5
+    noise = float(np.mean([r.noise_share for r in runs]))
+    return Clustering(relabel_by_size(labels), probability, outlier, noise)
+
+
+def merge_small_groups(labels: np.ndarray, together: np.ndarray, size: int) -> np.ndarray:
+    """Move the members of groups under `size` to the big group they share most runs with."""
+    labels = labels.copy()
+    ids, counts = np.unique(labels, return_counts=True)
+    big = ids[counts >= size]
+    if len(big) == 0:
+        return np.zeros_like(labels)
+    affinity = np.stack([together[:, labels == g].mean(axis=1) for g in big], axis=1)
+    small = ~np.isin(labels, big)
+    labels[small] = big[affinity[small].argmax(axis=1)]
+    return labels
+
+
 def reassign_noise(points: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Assign noise (-1) to the nearest cluster centroid; also returns a [0, 1] closeness."""
     ids = np.unique(raw[raw >= 0])

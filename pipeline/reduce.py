@@ -10,6 +10,11 @@ def auto_n_neighbors(n_users: int) -> int:
     return int(min(30, max(5, round(n_users**0.5))))
 
 
+def run_seeds(random_state: int, runs: int) -> list[int]:
+    """`runs` independent seeds drawn from `random_state` (other states share none of them)."""
+    return [int(seed) for seed in np.random.SeedSequence(random_state).generate_state(runs)]
+
+
 def umap_reduce(
     profiles: np.ndarray,
     n_components: int,

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     umap_n_components: int = Field(5, ge=2, le=100)
     umap_min_dist: float = Field(0.0, ge=0.0, le=1.0)
     random_state: int = 42
+    consensus_runs: int = Field(
+        10,
+        ge=1,
+        le=50,
+        description="UMAP + HDBSCAN runs (seeds random_state + i) combined; 1 = one",
+    )
 
     # cluster
     min_cluster_size: int | None = Field(None, ge=2, description="None = scaled to the users")

@@ -11,7 +11,7 @@ from flows.refresh import refresh
 from pipeline import store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
-ARI_FLOOR = 0.20  # measured 0.280 (mean of 5 seeds 0.276) on the bundled sample; README "Quality"
+ARI_FLOOR = 0.22  # measured 0.305 (mean of 5 seeds 0.297) on the bundled sample; README "Quality"
 
 
 def assignments(db):
