@@ -53,6 +53,7 @@ TRIBES_KEYS = (  # the settings the Tribes child needs
     "umap_n_components",
     "umap_n_neighbors",
     "umap_min_dist",
+    "consensus_runs",
     "min_cluster_size",
     "min_samples",
     "profile_remove_components",
@@ -247,12 +248,19 @@ def run_tribes(
             owner, vectors, len(users), "mean", cfg["profile_remove_components"], seed
         )
     with clock.stage("reduce"):
-        space = reduce.umap_reduce(
-            profiles, cfg["umap_n_components"], cfg["umap_n_neighbors"], cfg["umap_min_dist"], seed
-        )
+        spaces = [
+            reduce.umap_reduce(
+                profiles,
+                cfg["umap_n_components"],
+                cfg["umap_n_neighbors"],
+                cfg["umap_min_dist"],
+                run_seed,
+            )
+            for run_seed in reduce.run_seeds(seed, cfg["consensus_runs"])
+        ]
         reduce.umap_reduce(profiles, 2, cfg["umap_n_neighbors"], 0.1, seed)  # the map's plane
     with clock.stage("cluster"):
-        found = cluster.hdbscan_cluster(space, cfg["min_cluster_size"], cfg["min_samples"])
+        found = cluster.consensus_cluster(spaces, cfg["min_cluster_size"], cfg["min_samples"])
     with clock.stage("label"):
         n_clusters = int(found.labels.max()) + 1
         cluster_of_post = found.labels[owner]
@@ -498,8 +506,9 @@ def report(
         "- Tribes: its refresh's steps with its default settings, which give for "
         f"{tribes['points']} users {params_text(tribes_rules(tribes['points'], tribes_cfg))}, "
         f"random_state={args.seed}; profile_method = mean, because the vectors are per post "
-        "(the default chunk_mean averages vectors of ~1,000-character chunks). reduce = the "
-        "5-D UMAP plus the 2-D map plane (min_dist 0.1); label = c-TF-IDF terms weighted by "
+        "(the default chunk_mean averages vectors of ~1,000-character chunks). reduce = "
+        f"{tribes_cfg['consensus_runs']} 5-D UMAP runs plus the 2-D map plane (min_dist 0.1); "
+        "cluster = HDBSCAN on each, combined by consensus; label = c-TF-IDF terms weighted by "
         "member spread, representative posts, short labels"
     )
     versions = ", ".join(
