@@ -48,6 +48,8 @@ def test_import_csv_and_jsonl_with_renamed_columns(workdir):
         db,
         "import",
         str(csv),
+        "--platform",
+        "mastodon",
         "--user-col",
         "author",
         "--text-col",

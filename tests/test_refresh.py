@@ -1,5 +1,7 @@
 """The refresh flow run for real (Prefect test harness) on the bundled sample of real posts."""
 
+import shutil
+
 import polars as pl
 import pytest
 from prefect.client.orchestration import get_client
@@ -177,3 +179,25 @@ def test_cli_status_and_config_show_the_runs_and_settings(refreshed):
     assert (
         shown.exit_code == 0 and "profile_method" in shown.output and "chunk_mean" in shown.output
     )
+
+
+def test_readme_refresh_commands_run_through_the_cli(refreshed, workdir):
+    """`tribes refresh`, with a setting overridden, and with a model given as a local folder."""
+    from pipeline.embed import bundled_model_path
+
+    model_dir = workdir / "models" / "all-MiniLM-L6-v2"  # a user's own sentence-transformers folder
+    shutil.copytree(bundled_model_path(), model_dir)
+    runner = CliRunner()
+    for args in (
+        ["refresh"],
+        ["refresh", "--min-cluster-size", "5"],
+        ["refresh", "--model", str(model_dir)],
+    ):
+        result = runner.invoke(app, ["--db", str(refreshed), *args])
+        assert result.exit_code == 0, (args, result.output)
+    with store.connect(refreshed) as con:
+        assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 4
+        from_folder = store.scalar(
+            con, "SELECT count(*) FROM embeddings WHERE model_id LIKE ?", [f"{model_dir}%"]
+        )
+    assert from_folder > 0  # the folder's model embedded the posts' chunks itself
