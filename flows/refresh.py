@@ -110,7 +110,8 @@ def artifact(settings: Settings, stage: str, suffix: str, *inputs: Any) -> Path:
 
 
 def output(stage: str, params: dict[str, Any]) -> Path:
-    """The artifact a stage's task writes, from the task's parameters."""
+    """The artifact a stage's task writes, named by the task's parameters (a task passes its
+    `locals()` before defining any other name; the flow passes the arguments it will call with)."""
     suffix, names = STAGE_OUTPUTS[stage]
     return artifact(params["settings"], stage, suffix, *(params[name] for name in names))
 
@@ -137,7 +138,7 @@ def begin_run(settings: Settings) -> tuple[str, str]:
     persist_result=True,
 )
 def clean(settings: Settings, version: str) -> str:
-    out = artifact(settings, "clean", "parquet", version)
+    out = output("clean", locals())
     if not out.exists():
         with open_db(settings) as con:
             posts = store.read_posts(con)
@@ -166,7 +167,7 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> str:
 
     Each text is embedded once: a post is embedded as part of its chunk, never again alone.
     """
-    out = artifact(settings, "embed", "parquet", clean_path, model_id)
+    out = output("embed", locals())
     if out.exists():
         units = pl.read_parquet(out)
     else:
@@ -199,7 +200,7 @@ def rows_of(frame: pl.DataFrame, table: pl.DataFrame, keys: list[str]) -> np.nda
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("profile"), persist_result=True)
 def profile(settings: Settings, clean_path: str, units_path: str, model_id: str) -> str:
-    out = artifact(settings, "profile", "npz", units_path, model_id)
+    out = output("profile", locals())
     if not out.exists():
         users = user_index(pl.read_parquet(clean_path, columns=["platform", "user_id"]))
         units, vectors = load_units(settings, units_path, model_id)
@@ -218,7 +219,7 @@ def profile(settings: Settings, clean_path: str, units_path: str, model_id: str)
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("reduce"), persist_result=True)
 def reduce(settings: Settings, profile_path: str) -> str:
-    out = artifact(settings, "reduce", "npz", profile_path)
+    out = output("reduce", locals())
     if not out.exists():
         profiles = np.load(profile_path)["profiles"]
         spaces = [
@@ -240,7 +241,7 @@ def reduce(settings: Settings, profile_path: str) -> str:
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("cluster"), persist_result=True)
 def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
-    out = artifact(settings, "cluster", "parquet", reduce_path)
+    out = output("cluster", locals())
     if not out.exists():
         reduced = np.load(reduce_path)
         result = cluster_step.consensus_cluster(
@@ -262,7 +263,7 @@ def label(
     settings: Settings, clean_path: str, units_path: str, model_id: str, cluster_path: str
 ) -> str:
     """c-TF-IDF terms, labels, example users and representative posts per cluster."""
-    out = artifact(settings, "label", "parquet", clean_path, units_path, cluster_path)
+    out = output("label", locals())
     if not out.exists():
         members = pl.read_parquet(cluster_path)
         keys = ["platform", "user_id"]
