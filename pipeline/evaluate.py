@@ -13,7 +13,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
-from pipeline.label import TOKEN_PATTERN
+from pipeline.label import TOKEN_PATTERN, npmi_matrix
 
 STUDY_K = 7  # the original study's fixed number of clusters
 
@@ -52,8 +52,7 @@ def npmi_coherence(texts: Sequence[str], topics: Sequence[Sequence[str]]) -> lis
     vectorizer = CountVectorizer(
         vocabulary=vocabulary, token_pattern=TOKEN_PATTERN, lowercase=True, binary=True
     )
-    present = vectorizer.fit_transform(texts).tocsc().astype(np.float64)
-    n_docs = present.shape[0]
+    present = vectorizer.fit_transform(texts)
     index = {term: i for i, term in enumerate(vocabulary)}
     scores = []
     for topic in topics:
@@ -61,18 +60,8 @@ def npmi_coherence(texts: Sequence[str], topics: Sequence[Sequence[str]]) -> lis
         if len(columns) < 2:
             scores.append(0.0)
             continue
-        sub = present[:, columns]
-        joint = (sub.T @ sub).toarray() / n_docs
-        single = np.diag(joint)
-        values = []
-        for i, j in itertools.combinations(range(len(columns)), 2):
-            p_ij = joint[i, j]
-            if p_ij == 0 or single[i] == 0 or single[j] == 0:
-                values.append(-1.0)
-                continue
-            pmi = np.log(p_ij / (single[i] * single[j]))
-            values.append(1.0 if p_ij == 1 else float(pmi / -np.log(p_ij)))
-        scores.append(float(np.mean(values)))
+        pairs = np.triu_indices(len(columns), k=1)
+        scores.append(float(npmi_matrix(present[:, columns])[pairs].mean()))
     return scores
 
 

@@ -1,0 +1,57 @@
+"""Cluster naming on small texts whose topics are known."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pipeline.label import cluster_terms, coherent_top, npmi_matrix
+
+
+def terms_of(frame, cluster_id: int) -> list[str]:
+    return frame.filter(frame["cluster_id"] == cluster_id).sort("rank")["term"].to_list()
+
+
+def test_npmi_matrix_together_never_and_independent():
+    present = sp.csr_matrix(
+        np.array(
+            [  # a and b always together; c never with a; d independent of a
+                [1, 1, 0, 1],
+                [1, 1, 0, 0],
+                [0, 0, 1, 1],
+                [0, 0, 1, 0],
+            ]
+        )
+    )
+    npmi = npmi_matrix(present)
+    assert npmi[0, 1] == pytest.approx(1.0)
+    assert npmi[0, 2] == -1.0
+    assert npmi[0, 3] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_coherent_top_prefers_terms_used_together_over_a_slightly_heavier_loner():
+    # term 0 leads; term 1 is a bit heavier than 2 but never appears with 0; 2 always does
+    present = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1]]))
+    weights = np.array([1.0, 0.9, 0.8])
+    assert coherent_top(weights, present, top_n=2, pool=3).tolist() == [0, 2]
+    assert coherent_top(weights, present, top_n=2, pool=3, pull=0.0).tolist() == [0, 1]
+
+
+def test_cluster_terms_name_each_cluster_by_its_own_words_and_not_the_shared_ones():
+    football = ["goal striker match today", "match keeper goal today", "striker scores goal"]
+    politics = ["senate vote bill today", "vote tax bill", "senate debate vote today"]
+    texts = football * 3 + politics * 3
+    cluster = np.array([0] * 9 + [1] * 9)
+    owner = np.arange(18) // 3  # six users, three texts each
+    terms = cluster_terms(texts, cluster, 2, top_n=3, owner=owner)
+    assert terms_of(terms, 0)[0] == "goal" and len(terms_of(terms, 0)) == 3
+    assert set(terms_of(terms, 0)) <= {"goal", "striker", "match", "keeper", "scores"}
+    assert terms_of(terms, 1)[0] == "vote"
+    assert set(terms_of(terms, 1)) <= {"senate", "vote", "bill", "tax", "debate"}
+    assert "today" not in terms["term"].to_list()  # used by both clusters alike
+    weights = terms.filter(terms["cluster_id"] == 0)["weight"].to_list()
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_cluster_terms_of_stop_words_only_is_empty():
+    terms = cluster_terms(["the and of", "a an the"], np.array([0, 1]), 2)
+    assert terms.is_empty() and terms.columns == ["cluster_id", "term", "weight", "rank"]
