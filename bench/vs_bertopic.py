@@ -309,15 +309,13 @@ def run_bertopic(
     from sklearn.feature_extraction.text import CountVectorizer
     from umap import UMAP
 
-    from pipeline.label import TOKEN_PATTERN, stop_words
+    from pipeline.label import terms_of
 
     params = cfg["params"]
     model = BERTopic(
         umap_model=UMAP(**params["umap"], metric="cosine", random_state=cfg["random_state"]),
         hdbscan_model=HDBSCAN(**params["hdbscan"]),
-        vectorizer_model=CountVectorizer(
-            token_pattern=TOKEN_PATTERN, stop_words=list(stop_words()), lowercase=True
-        ),
+        vectorizer_model=CountVectorizer(analyzer=terms_of),
         calculate_probabilities=False,
     )
     time_method(model, "_reduce_dimensionality", clock, "reduce")

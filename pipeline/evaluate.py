@@ -13,7 +13,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
-from pipeline.label import TOKEN_PATTERN, npmi_matrix
+from pipeline.label import npmi_matrix, terms_of
 
 STUDY_K = 7  # the original study's fixed number of clusters
 
@@ -49,9 +49,7 @@ def npmi_coherence(texts: Sequence[str], topics: Sequence[Sequence[str]]) -> lis
     vocabulary = sorted({term for topic in topics for term in topic})
     if not vocabulary:
         return [0.0 for _ in topics]
-    vectorizer = CountVectorizer(
-        vocabulary=vocabulary, token_pattern=TOKEN_PATTERN, lowercase=True, binary=True
-    )
+    vectorizer = CountVectorizer(vocabulary=vocabulary, analyzer=terms_of, binary=True)
     present = vectorizer.fit_transform(texts)
     index = {term: i for i, term in enumerate(vocabulary)}
     scores = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
@@ -11,7 +12,10 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.preprocessing import normalize
 
-TOKEN_PATTERN = r"(?u)\b[^\W\d_][^\W_]{2,}\b"  # 3+ chars, starting with a letter
+LABEL_WORD = re.compile(r"\b[^\W\d_][^\W_]{2,}\b")  # 3+ chars, starting with a letter
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")  # Chinese characters, kanji
+KATAKANA = re.compile(r"[\u30a0-\u30ff]+")  # Japanese loanwords: one script run, one word
+HIRAGANA = re.compile(r"[\u3040-\u309f]+")  # mostly Japanese grammar, not topics
 
 
 @cache
@@ -20,6 +24,21 @@ def stop_words() -> frozenset[str]:
     text = resources.files("pipeline").joinpath("stopwords.txt").read_text(encoding="utf-8")
     extra = {w for line in text.splitlines() if not line.startswith("#") for w in line.split()}
     return frozenset(ENGLISH_STOP_WORDS | extra)
+
+
+def terms_of(text: str) -> list[str]:
+    """The countable terms of a text: lower-cased words of 3+ characters that are not stop
+    words. Chinese and Japanese are written without spaces: runs of han characters count as
+    overlapping character pairs, katakana runs as words, hiragana (mostly grammar) not at all."""
+    text = text.lower()
+    asian: list[str] = []
+    if HAN.search(text) or KATAKANA.search(text):
+        for run in HAN.findall(text):
+            asian += [run[i : i + 2] for i in range(len(run) - 1)]
+        asian += [run for run in KATAKANA.findall(text) if len(run) > 1]
+        text = HIRAGANA.sub(" ", KATAKANA.sub(" ", HAN.sub(" ", text)))
+    stop = stop_words()
+    return [word for word in LABEL_WORD.findall(text) if word not in stop] + asian
 
 
 def ctfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -108,9 +127,7 @@ def cluster_terms(
     topic. Chosen on real labelled sets (bench/quality.py: NPMI and topic diversity).
     """
     min_df = 2 if len(texts) >= 200 else 1
-    vectorizer = CountVectorizer(
-        token_pattern=TOKEN_PATTERN, stop_words=list(stop_words()), lowercase=True, min_df=min_df
-    )
+    vectorizer = CountVectorizer(analyzer=terms_of, min_df=min_df)
     try:
         doc_counts = vectorizer.fit_transform(texts)
     except ValueError:  # nothing but stop words

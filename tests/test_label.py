@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipeline.label import cluster_terms, coherent_top, npmi_matrix
+from pipeline.label import cluster_terms, coherent_top, npmi_matrix, terms_of
 
 
-def terms_of(frame, cluster_id: int) -> list[str]:
+def named(frame, cluster_id: int) -> list[str]:
     return frame.filter(frame["cluster_id"] == cluster_id).sort("rank")["term"].to_list()
 
 
@@ -43,10 +43,10 @@ def test_cluster_terms_name_each_cluster_by_its_own_words_and_not_the_shared_one
     cluster = np.array([0] * 9 + [1] * 9)
     owner = np.arange(18) // 3  # six users, three texts each
     terms = cluster_terms(texts, cluster, 2, top_n=3, owner=owner)
-    assert terms_of(terms, 0)[0] == "goal" and len(terms_of(terms, 0)) == 3
-    assert set(terms_of(terms, 0)) <= {"goal", "striker", "match", "keeper", "scores"}
-    assert terms_of(terms, 1)[0] == "vote"
-    assert set(terms_of(terms, 1)) <= {"senate", "vote", "bill", "tax", "debate"}
+    assert named(terms, 0)[0] == "goal" and len(named(terms, 0)) == 3
+    assert set(named(terms, 0)) <= {"goal", "striker", "match", "keeper", "scores"}
+    assert named(terms, 1)[0] == "vote"
+    assert set(named(terms, 1)) <= {"senate", "vote", "bill", "tax", "debate"}
     assert "today" not in terms["term"].to_list()  # used by both clusters alike
     weights = terms.filter(terms["cluster_id"] == 0)["weight"].to_list()
     assert weights == sorted(weights, reverse=True)
@@ -55,3 +55,21 @@ def test_cluster_terms_name_each_cluster_by_its_own_words_and_not_the_shared_one
 def test_cluster_terms_of_stop_words_only_is_empty():
     terms = cluster_terms(["the and of", "a an the"], np.array([0, 1]), 2)
     assert terms.is_empty() and terms.columns == ["cluster_id", "term", "weight", "rank"]
+
+
+def test_terms_of_drops_stop_words_and_pairs_up_chinese_and_japanese():
+    assert terms_of("The Warriors WON again, 3 times!") == ["warriors", "won", "times"]
+    assert terms_of("今日は野球の試合") == ["今日", "野球", "試合"]
+    assert terms_of("新しいレシピ") == ["レシピ"]
+    assert terms_of("Big 東京 tower") == ["big", "tower", "東京"]
+
+
+def test_japanese_clusters_get_terms():
+    sports = ["野球の試合", "野球が好き", "試合に勝った"]
+    cooking = ["料理のレシピ", "料理が好き", "レシピを作る"]
+    texts = sports + cooking
+    terms = cluster_terms(texts * 40, np.array([0, 0, 0, 1, 1, 1] * 40), 2, top_n=2)
+    sport = {pair for text in texts[:3] for pair in terms_of(text)}
+    food = {pair for text in texts[3:] for pair in terms_of(text)}
+    assert named(terms, 0) and set(named(terms, 0)) <= sport - food
+    assert named(terms, 1) and set(named(terms, 1)) <= food - sport
