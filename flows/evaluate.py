@@ -112,14 +112,23 @@ def score_grouping(
 
 def evaluate_study(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
     """The original study's method on the same posts and model: each labelled user's posts
-    as ONE string (the model reads its first max_seq_length tokens), UMAP 2-D, KMeans k=7."""
+    as ONE string cut where the study's E5 stopped reading (512 tokens, `STUDY_CHARS`; a
+    transformer with a shorter max_seq_length reads less), UMAP 2-D, KMeans k=7."""
     posts = cleaned_posts(settings).filter(pl.col("user_id").is_in(known["user_id"].implode()))
-    joined = posts.group_by("user_id").agg(pl.col("text_clean").str.join(" ")).sort("user_id")
+    joined = (
+        posts.group_by("user_id")
+        .agg(pl.col("text_clean").str.join(" ").str.slice(0, evaluate.STUDY_CHARS))
+        .sort("user_id")
+    )
     vectors = stored_vectors(settings, joined["text_clean"].to_list(), "users as one string")
     runs = [evaluate.study_clusters(vectors, seed) for seed in seeds]
     labels = dict(known.iter_rows())
     return score_grouping(
-        "study: concat → UMAP 2-D → KMeans 7", joined["user_id"].to_list(), runs, labels, posts
+        "study: concat (first 512 tokens) → UMAP 2-D → KMeans 7",
+        joined["user_id"].to_list(),
+        runs,
+        labels,
+        posts,
     )
 
 

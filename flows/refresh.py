@@ -43,10 +43,10 @@ def pipeline_code_version() -> str:
 CODE_VERSION = pipeline_code_version()
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {  # the settings each stage's result depends on
     "clean": ("min_posts_per_user",),
-    "embed": ("profile_method", "profile_chunk_chars"),
+    "embed": ("profile_method", "chunk_chars"),
     "profile": (
         "profile_method",
-        "profile_chunk_chars",
+        "chunk_chars",
         "profile_remove_components",
         "random_state",
     ),
@@ -151,7 +151,7 @@ def profile_units(posts: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """The texts a profile averages: each user's posts packed into chunks (`chunk_mean`) or the
     single posts (the other methods); columns platform, user_id, text_clean, text_hash."""
     if settings.profile_method == "chunk_mean":
-        return clean_step.pack_chunks(posts, settings.profile_chunk_chars)
+        return clean_step.pack_chunks(posts, settings.chunk_chars)
     return posts.select("platform", "user_id", "text_clean", "text_hash")
 
 

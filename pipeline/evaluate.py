@@ -16,6 +16,7 @@ from sklearn.metrics import (
 from pipeline.label import npmi_matrix, terms_of
 
 STUDY_K = 7  # the original study's fixed number of clusters
+STUDY_CHARS = 2048  # its E5 models read the first 512 tokens (about 4 characters each) of a user
 
 
 def study_clusters(user_vectors: np.ndarray, seed: int, k: int = STUDY_K) -> np.ndarray:

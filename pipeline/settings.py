@@ -13,7 +13,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL = "use-multilingual-v3"  # bundled: pipeline/models/use-multilingual-v3
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # bundled too (English only)
 ProfileMethod = Literal["chunk_mean", "mean", "centered_mean", "debiased_mean"]
 CRAWL_SETTINGS = {
     "sources",
@@ -84,8 +85,12 @@ class Settings(BaseSettings):
 
     # profile
     profile_method: ProfileMethod = "chunk_mean"
-    profile_chunk_chars: int = Field(
-        1000, ge=100, le=20_000, description="chunk_mean: characters of posts per embedded chunk"
+    profile_chunk_chars: int | None = Field(
+        None,
+        ge=100,
+        le=20_000,
+        description="chunk_mean: characters of posts per embedded chunk; None = 2,000 for the "
+        "default model (no token limit), 4 per token of max_seq_length for others",
     )
     profile_remove_components: int = Field(
         3, ge=0, le=50, description="shared directions projected out by debiased_mean"
@@ -161,6 +166,13 @@ class Settings(BaseSettings):
     def state(self) -> Path:
         assert self.state_dir is not None  # set by _state_beside_db
         return self.state_dir
+
+    @property
+    def chunk_chars(self) -> int:
+        """Characters of posts per embedded chunk: profile_chunk_chars, or what the model reads."""
+        if self.profile_chunk_chars:
+            return self.profile_chunk_chars
+        return 2000 if self.model in (DEFAULT_MODEL, "bundled") else 4 * self.max_seq_length
 
     @property
     def cache_dir(self) -> Path:

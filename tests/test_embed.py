@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline import embed
-from pipeline.settings import DEFAULT_MODEL, load_settings
+from pipeline.settings import DEFAULT_MODEL, MINILM, load_settings
 
 
 @pytest.mark.parametrize(
@@ -26,20 +26,35 @@ def test_explicit_prefix_wins_and_is_part_of_the_model_id(workdir):
     assert auto.model_id != forced.model_id
 
 
-def test_bundled_model_loads_offline_and_embeds_each_text(workdir):
+def test_bundled_model_loads_offline_and_embeds_each_text_across_languages(workdir):
     spec = embed.model_spec(load_settings())
-    assert spec.load_from == str(embed.bundled_model_path())
+    assert spec.load_from == str(embed.bundled_model_path()) and spec.backend == "torch"
     model = embed.load_model(spec, "cpu")
-    vectors = embed.encode(model, ["Messi scores again", "Lionel Messi goal", "tax reform bill"])
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    texts = ["Messi scores again", "Lionel Messi marca otro gol", "tax reform bill", "税制改革法案"]
+    vectors = embed.encode(model, texts)
+    assert vectors.shape == (4, 512) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar = vectors @ vectors.T
+    assert similar[0, 1] > similar[0, 2] + 0.3  # the same topic in Spanish beats English taxes
+    assert similar[2, 3] > similar[2, 0] + 0.3  # the same topic in Japanese beats English football
+    alone = embed.encode(model, texts[:1])  # a text's vector does not depend on its batch
+    np.testing.assert_allclose(alone[0], vectors[0], atol=1e-5)
+    assert embed.encode(model, []).shape == (0, 512)
+
+
+def test_the_bundled_english_minilm_loads_offline(workdir):
+    spec = embed.model_spec(load_settings(model="all-MiniLM-L6-v2", embed_backend="torch"))
+    assert spec.name == MINILM and spec.load_from == str(embed.minilm_path())
+    vectors = embed.encode(embed.load_model(spec, "cpu"), ["Messi scores", "Messi goal", "tax"])
+    assert vectors.shape == (3, 384)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
-    assert embed.encode(model, []).shape == (0, 384)
 
 
 def test_a_local_model_path_works(workdir):
-    spec = embed.model_spec(load_settings(model=str(embed.bundled_model_path())))
-    assert spec.name == spec.load_from == str(embed.bundled_model_path())
+    for folder in (embed.bundled_model_path(), embed.minilm_path()):
+        spec = embed.model_spec(load_settings(model=str(folder), embed_backend="torch"))
+        assert spec.name == spec.load_from == str(folder)
+        assert embed.load_model(spec, "cpu").get_embedding_dimension() in (384, 512)
 
 
 def test_unknown_model_is_a_clear_error(workdir):
@@ -61,13 +76,13 @@ def _sample_posts(n: int = 20) -> list[str]:
 
 
 def test_default_backend_matches_torch_on_real_posts(workdir):
-    settings = load_settings()
+    settings = load_settings(model=MINILM)  # a transformer: the bundled USE has no export
     pytest.importorskip(embed.BACKEND_PACKAGES[settings.embed_backend])
     texts = _sample_posts()
     spec = embed.model_spec(settings)
     assert spec.backend == settings.embed_backend != "torch"
     fast = embed.encode(embed.load_model(spec, "cpu"), texts)
-    torch_spec = embed.model_spec(load_settings(embed_backend="torch"))
+    torch_spec = embed.model_spec(load_settings(model=MINILM, embed_backend="torch"))
     ref = embed.encode(embed.load_model(torch_spec, "cpu"), texts)
     assert fast.shape == ref.shape == (len(texts), 384)
     assert (fast * ref).sum(axis=1).min() >= 0.99
@@ -81,9 +96,10 @@ def test_backend_falls_back_to_torch_when_its_package_is_missing(workdir, monkey
         "find_spec",
         lambda name, *a: None if name in embed.BACKEND_PACKAGES.values() else real_find_spec(name),
     )
-    spec = embed.model_spec(load_settings(embed_backend="openvino"))
+    spec = embed.model_spec(load_settings(model=MINILM, embed_backend="openvino"))
     assert spec.backend == "torch" and spec.export_dir is None
-    assert spec.model_id == embed.model_spec(load_settings(embed_backend="torch")).model_id
+    torch_spec = embed.model_spec(load_settings(model=MINILM, embed_backend="torch"))
+    assert spec.model_id == torch_spec.model_id
     assert "not installed" in caplog.text
 
 
@@ -96,7 +112,7 @@ def test_backend_falls_back_to_torch_when_the_export_fails(workdir, monkeypatch,
     monkeypatch.setattr(embed, "_export", broken)
     monkeypatch.setattr(embed, "_EXPORTED", {})
     monkeypatch.setattr(embed, "_FAILED", {})
-    spec = embed.model_spec(load_settings(embed_backend="openvino"))
+    spec = embed.model_spec(load_settings(model=MINILM, embed_backend="openvino"))
     assert spec.backend == "torch" and "conversion failed" in caplog.text
     assert not list((workdir / ".tribes/cache/models").glob("*openvino*"))
 

@@ -183,10 +183,10 @@ def test_cli_status_and_config_show_the_runs_and_settings(refreshed):
 
 def test_readme_refresh_commands_run_through_the_cli(refreshed, workdir):
     """`tribes refresh`, with a setting overridden, and with a model given as a local folder."""
-    from pipeline.embed import bundled_model_path
+    from pipeline.embed import minilm_path
 
     model_dir = workdir / "models" / "all-MiniLM-L6-v2"  # a user's own sentence-transformers folder
-    shutil.copytree(bundled_model_path(), model_dir)
+    shutil.copytree(minilm_path(), model_dir)
     runner = CliRunner()
     for args in (
         ["refresh"],
