@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.settings import DEFAULT_MODEL, MINILM, Settings
+from pipeline.settings import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, MINILM, Settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -77,7 +77,7 @@ def default_prefix(name: str) -> str:
 
 def model_spec(settings: Settings) -> ModelSpec:
     name = settings.model
-    if name in (DEFAULT_MODEL, "bundled"):
+    if name in DEFAULT_MODEL_NAMES:
         name, load_from = DEFAULT_MODEL, str(bundled_model_path())
     elif name in MINILM_NAMES:
         name, load_from = MINILM, str(minilm_path())

