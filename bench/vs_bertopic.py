@@ -504,10 +504,10 @@ def report(
         "- Tribes: its refresh's steps with its default settings, which give for "
         f"{tribes['points']} users {params_text(tribes_rules(tribes['points'], tribes_cfg))}, "
         f"random_state={args.seed}; profile_method = mean, because the vectors are per post "
-        "(the default chunk_mean averages vectors of ~1,000-character chunks). reduce = "
+        "(the default chunk_mean averages vectors of chunks of posts). reduce = "
         f"{tribes_cfg['consensus_runs']} 5-D UMAP runs plus the 2-D map plane (min_dist 0.1); "
-        "cluster = HDBSCAN on each, combined by consensus; label = c-TF-IDF terms weighted by "
-        "member spread, representative posts, short labels"
+        "cluster = HDBSCAN on each, combined by consensus; label = weighted c-TF-IDF terms "
+        "kept when used together, representative posts, short labels"
     )
     versions = ", ".join(
         f"{p} {importlib.metadata.version(p)}" for p in ("bertopic", "umap-learn", "hdbscan")
