@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import DEFAULT_MODEL, load_settings
+from pipeline.settings import DEFAULT_MODEL, MINILM, load_settings
 
 
 def test_defaults(workdir):
@@ -11,6 +11,13 @@ def test_defaults(workdir):
     assert settings.model == DEFAULT_MODEL
     assert settings.db == Path(".tribes/tribes.duckdb")
     assert settings.state == Path(".tribes")
+
+
+def test_chunks_fit_what_the_model_reads(workdir):
+    assert load_settings().chunk_chars == 2000  # the default model reads whole texts
+    assert load_settings(model=MINILM).chunk_chars == 1024  # 4 characters per token of 256
+    assert load_settings(model=MINILM, max_seq_length=128).chunk_chars == 512
+    assert load_settings(model=MINILM, profile_chunk_chars=700).chunk_chars == 700
 
 
 def test_precedence_defaults_toml_env_flags(workdir, monkeypatch):
