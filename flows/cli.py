@@ -366,15 +366,12 @@ def evaluate(
     view.add_column("tribes", justify="right")
     view.add_column("study", justify="right")
     for name, attribute in metrics.items():
-        values = [getattr(row, attribute) for row in rows]
-        view.add_row(
-            name,
-            *(f"{v:.3f}" if isinstance(v, float) else "–" if v is None else str(v) for v in values),
-        )
+        view.add_row(name, *(cell(getattr(row, attribute)) for row in rows))
     console.print(view)
 
 
 def cell(value: object) -> str:
+    """A table cell: floats to 3 decimals, a missing value as a dash."""
     return f"{value:.3f}" if isinstance(value, float) else "–" if value is None else str(value)
 
 
