@@ -11,6 +11,7 @@ same stored post embeddings. Prints one markdown table per set.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import sys
@@ -48,6 +49,30 @@ def fb_pages(
     )
 
 
+def fb_pages_other_posts(per_page: int = 300, min_posts: int = 20) -> pl.DataFrame:
+    """Held-out text of the same pages: posts of `posts_all.parquet` NOT in `posts.parquet`, at
+    most `per_page` per page (smallest md5 of user_id|post_id), pages with `min_posts` or more."""
+    folder = SHARED / "fb_pages_2016"
+    seen = pl.read_parquet(folder / "posts.parquet", columns=["user_id", "post_id"])
+    rest = pl.read_parquet(folder / "posts_all.parquet").join(
+        seen, on=["user_id", "post_id"], how="anti"
+    )
+    order = [
+        hashlib.md5(f"{u}|{p}".encode()).hexdigest()
+        for u, p in rest.select("user_id", "post_id").iter_rows()
+    ]
+    picked = (
+        rest.with_columns(order=pl.Series(order))
+        .sort("order")
+        .group_by("user_id", maintain_order=True)
+        .head(per_page)
+        .filter(pl.len().over("user_id") >= min_posts)
+    )
+    return picked.select(
+        "user_id", "post_id", "created_at", "text", pl.col("user_label").alias("label")
+    )
+
+
 def tweet_users(chunk: int = 20, seed: int = 0) -> pl.DataFrame:
     """Pseudo-users from tweet_topic_xl: single-topic tweets grouped by (topic, language),
     shuffled with a fixed seed and cut into users of 20-39 tweets; the label is the topic."""
@@ -81,6 +106,8 @@ def available_sets() -> dict[str, callable]:
     if (SHARED / "fb_pages_2016" / "posts.parquet").exists():
         sets["fb_pages"] = lambda: fb_pages("user_label")
         sets["fb_pages_fine"] = lambda: fb_pages("user_label_fine")
+    if (SHARED / "fb_pages_2016" / "posts_all.parquet").exists():
+        sets["fb_pages_other_posts"] = fb_pages_other_posts
     if (SHARED / "tweet_topic_xl" / "posts.parquet").exists():
         sets["tweet_topic_users"] = tweet_users
     return sets

@@ -30,6 +30,32 @@ def test_one_run_is_plain_hdbscan():
     assert (single.labels == plain.labels).all()
 
 
+def test_smallest_groups_need_two_neighbours_so_blobs_splinter_less():
+    """min_cluster_size 3 (under 100 users) used to mean min_samples 1, single linkage, which
+    cut the same blobs into more pieces (bench/quality.py: 13 clusters for 80 pages)."""
+    for seed in range(5):
+        points, _ = blobs(seed, n_per_group=25)
+        pieces = hdbscan_cluster(points, min_cluster_size=3).labels.max() + 1
+        single_linkage = hdbscan_cluster(points, min_cluster_size=3, min_samples=1)
+        assert 3 <= pieces < single_linkage.labels.max() + 1
+
+
+def test_a_group_over_a_quarter_of_the_users_splits_into_its_leaves_small_ones_stay_whole():
+    import hdbscan
+
+    centres = np.array([[0, 0, 0], [0, 3.5, 0], [30, 0, 0], [0, 30, 0]], float)
+    truth = np.repeat(np.arange(4), [20, 20, 10, 10])  # 40 users in two close halves + 10 + 10
+    for seed in range(5):
+        points = centres[truth] + np.random.default_rng(seed).normal(size=(60, 3))
+        plain_eom = hdbscan.HDBSCAN(min_cluster_size=5, min_samples=2).fit(points).labels_
+        assert len(set(plain_eom[truth < 2])) == 1  # eom alone keeps the 40 as one
+        found = hdbscan_cluster(points, min_cluster_size=5).labels
+        assert len(set(found[truth < 2])) >= 2
+        for small in (2, 3):
+            assert len(set(found[truth == small])) == 1
+            assert not set(found[truth == small]) & set(found[truth != small])
+
+
 def test_small_groups_join_the_group_they_are_most_often_with():
     labels = np.array([0, 0, 0, 1, 1, 1, 2])
     together = np.eye(7)
