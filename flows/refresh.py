@@ -211,6 +211,7 @@ def profile(settings: Settings, clean_path: str, units_path: str, model_id: str)
             settings.profile_method,
             settings.profile_remove_components,
             settings.random_state,
+            units["text_clean"].str.len_chars().to_numpy(),
         )
         np.savez(out, profiles=profiles)
         users.write_parquet(out.with_suffix(".users.parquet"))
