@@ -255,6 +255,22 @@ def map_figure(data: ReportData):
     return fig
 
 
+def spread_labels(fig, labels: list, gap_px: float = 7.0, max_moves: int = 100) -> None:
+    """Move map labels down, top one first, until no two boxes overlap (display coordinates)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in sorted(labels, key=lambda a: -a.get_window_extent(renderer).y1):
+        for _ in range(max_moves):
+            box = label.get_window_extent(renderer).padded(gap_px)
+            hit = next((p for p in placed if box.overlaps(p)), None)
+            if hit is None:
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - (box.y1 - hit.y0 + 1) * 72 / fig.dpi)
+        placed.append(label.get_window_extent(renderer).padded(gap_px))
+
+
 def render_png(data: ReportData, dpi: int = 130) -> bytes:
     """A static map of users coloured by cluster with labels placed on it, as PNG bytes."""
     import matplotlib
@@ -278,8 +294,9 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
                 edgecolors="white",
                 label=f"{label_of(data.clusters, cluster_id)} ({group.height})",
             )
+        labels = []
         for row in _anchors(data.members).iter_rows(named=True):
-            ax.annotate(
+            annotation = ax.annotate(
                 label_of(data.clusters, row["cluster_id"]),
                 (row["x"], row["y"]),
                 xytext=(0, 7),
@@ -296,6 +313,7 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
                     "edgecolor": color_of(row["cluster_id"], order),
                 },
             )
+            labels.append(annotation)
         ax.set_title(
             f"Tribes · run {data.run['run_id']}: {data.members.height} users in "
             f"{len(order)} clusters",
@@ -310,6 +328,7 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
         for text in legend.get_texts():
             text.set_parse_math(False)
         fig.tight_layout()
+        spread_labels(fig, labels)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", facecolor="white")
     finally:

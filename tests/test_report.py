@@ -215,3 +215,28 @@ def test_script_json_cannot_close_the_script_element():
     text = str(report_step.script_json({"name": "</script><!--<script>alert(1)&\u2028"}))
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert text.startswith('{"name": "\\u003c/script\\u003e')
+
+
+def test_map_labels_at_the_same_spot_are_moved_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.report import spread_labels
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    try:
+        box = {"boxstyle": "round,pad=0.3"}
+        labels = [
+            ax.annotate(t, (0.5, 0.5), xytext=(0, 7), textcoords="offset points", bbox=box)
+            for t in ("love · happy · thank", "god · india · life", "game · nba")
+        ]
+        far = ax.annotate("far away", (0.1, 0.9), xytext=(0, 7), textcoords="offset points")
+        spread_labels(fig, [*labels, far])
+        renderer = fig.canvas.get_renderer()
+        boxes = [a.get_window_extent(renderer) for a in labels]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        assert far.xyann == (0, 7)  # a label with room stays where it was
+    finally:
+        plt.close(fig)
