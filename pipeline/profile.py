@@ -5,8 +5,7 @@ The default, `chunk_mean`, averages the vectors of the user's posts packed into 
 than single short posts, while every post still counts. Each chunk weighs by the square root of
 its length, so a user's short leftover chunk does not count as much as a full one. `mean`,
 `centered_mean` and `debiased_mean` (top principal directions projected out) average single-post
-vectors.
-Measured on real labelled users in bench/quality.py.
+vectors. Measured on real labelled users in bench/quality.py.
 """
 
 from __future__ import annotations
