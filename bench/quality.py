@@ -49,6 +49,14 @@ def fb_pages(
     )
 
 
+def fb_pages_largest_categories(k: int = 3) -> pl.DataFrame:
+    """The pages of the `k` most common categories only: few, coarse interests."""
+    pages = fb_pages("user_label")
+    sizes = pages.group_by("label").agg(pl.col("user_id").n_unique().alias("n"))
+    largest = sizes.sort(["n", "label"], descending=[True, False]).head(k)["label"]
+    return pages.filter(pl.col("label").is_in(largest.implode()))
+
+
 def fb_pages_other_posts(per_page: int = 300, min_posts: int = 20) -> pl.DataFrame:
     """Held-out text of the same pages: posts of `posts_all.parquet` NOT in `posts.parquet`, at
     most `per_page` per page (smallest md5 of user_id|post_id), pages with `min_posts` or more."""
@@ -106,6 +114,7 @@ def available_sets() -> dict[str, callable]:
     if (SHARED / "fb_pages_2016" / "posts.parquet").exists():
         sets["fb_pages"] = lambda: fb_pages("user_label")
         sets["fb_pages_fine"] = lambda: fb_pages("user_label_fine")
+        sets["fb_pages_3_largest_categories"] = fb_pages_largest_categories
     if (SHARED / "fb_pages_2016" / "posts_all.parquet").exists():
         sets["fb_pages_other_posts"] = fb_pages_other_posts
     if (SHARED / "tweet_topic_xl" / "posts.parquet").exists():

@@ -15,7 +15,7 @@ class Clustering:
     noise_share: float  # share of users HDBSCAN called noise, before reassignment
 
 
-MAX_CLUSTER_SHARE = 4  # an HDBSCAN cluster over 1/4 of the users splits into its leaves
+MAX_CLUSTER_SHARE = 5  # an HDBSCAN cluster over 1/5 of the users splits into its children
 
 
 def auto_min_cluster_size(n_users: int) -> int:
@@ -41,28 +41,49 @@ def hdbscan_cluster(
 def persistent_clusters(
     points: np.ndarray, size: int, min_samples: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """HDBSCAN's most persistent clusters ("eom"); one holding over a quarter of the users gives
-    way to the leaf clusters inside it. Plain eom put most users in one blob; leaves alone cut 80
-    pages into 13-14 groups for 9 categories (bench/quality.py). Returns labels (-1 = noise) and
-    membership strengths."""
+    """HDBSCAN's most persistent clusters ("eom"); one holding over a fifth of the users gives way
+    to its child clusters in HDBSCAN's tree (and they to theirs while still too big); a cluster
+    without children stays whole. Users that leave a parent before it splits become noise.
+    Returns labels (-1 = noise) and membership strengths."""
     import hdbscan
 
-    def fit(method: str) -> hdbscan.HDBSCAN:
-        return hdbscan.HDBSCAN(
-            min_cluster_size=size, min_samples=min_samples, cluster_selection_method=method
-        ).fit(points)
-
-    eom, leaf = fit("eom"), fit("leaf")
-    labels = eom.labels_.copy()
-    probability = eom.probabilities_.astype(np.float64)
-    cap = max(len(points) // MAX_CLUSTER_SHARE, 2 * size)
-    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
-    offset = labels.max() + 1  # leaf ids after the eom ones
-    for big in ids[counts > cap]:
-        members = eom.labels_ == big
-        labels[members] = np.where(leaf.labels_[members] >= 0, leaf.labels_[members] + offset, -1)
-        probability[members] = leaf.probabilities_[members]
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=size, min_samples=min_samples, cluster_selection_method="eom"
+    ).fit(points)
+    n = len(points)
+    tree = model.condensed_tree_.to_numpy()
+    children: dict[int, list[int]] = {}
+    for parent, child in zip(tree["parent"].tolist(), tree["child"].tolist(), strict=True):
+        children.setdefault(parent, []).append(child)
+    members = tree_members(children, n)
+    node_of_size = {}
+    for node, points_in in members.items():
+        node_of_size.setdefault(len(points_in), []).append(node)
+    cap = max(n // MAX_CLUSTER_SHARE, 2 * size)
+    labels = np.full(n, -1)
+    for found in np.unique(model.labels_[model.labels_ >= 0]):
+        inside = np.flatnonzero(model.labels_ == found)
+        same = [c for c in node_of_size.get(len(inside), []) if np.array_equal(members[c], inside)]
+        pending = same[:1] or [-1]  # -1: not found in the tree, the cluster stays as it is
+        while pending:
+            node = pending.pop()
+            inside = members.get(node, inside)
+            sub = [c for c in children.get(node, []) if c >= n]
+            if len(inside) > cap and sub:
+                pending += sub
+            else:
+                labels[inside] = labels.max() + 1
+    probability = np.where(labels >= 0, model.probabilities_, 0.0).astype(np.float64)
     return labels, probability
+
+
+def tree_members(children: dict[int, list[int]], n_points: int) -> dict[int, np.ndarray]:
+    """The points (sorted) under each cluster node of an HDBSCAN condensed tree (nodes >= n)."""
+    members: dict[int, np.ndarray] = {}
+    for node in sorted(children, reverse=True):  # a child's id is larger than its parent's
+        parts = [members[c] if c >= n_points else np.array([c]) for c in children[node]]
+        members[node] = np.sort(np.concatenate(parts))
+    return members
 
 
 def consensus_cluster(
