@@ -498,6 +498,20 @@ def test_demo_collects_the_sample_with_the_spider(prefect_harness, make_settings
     assert again.total("new") == 0 and again.total("unchanged") == 0
 
 
+def test_cli_demo_crawls_imports_products_refreshes_and_reports(prefect_harness, workdir):
+    """`tribes demo`, the command `make demo` runs, end to end on a fresh database."""
+    db = workdir / "demo.duckdb"
+    result = CliRunner().invoke(app, ["--db", str(db), "demo"])
+    assert result.exit_code == 0, result.output
+    assert "139 accounts" in result.output and "0 errors" in result.output
+    report = Path(result.output.split("report:")[-1].split()[0])
+    assert report.name == "report.html" and report.exists()
+    with store.connect(db, read_only=True) as con:
+        assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 1
+        assert store.scalar(con, "SELECT count(DISTINCT cluster_id) FROM latest_user_clusters") >= 5
+        assert store.scalar(con, "SELECT count(*) FROM products") > 0
+
+
 def test_retry_after_header_forms():
     from email.utils import format_datetime
 
