@@ -214,24 +214,18 @@ def english_share(posts: pl.DataFrame) -> dict[str, float]:
     return dict(share.iter_rows())
 
 
-def print_language_report(
-    posts: pl.DataFrame, members: dict[str, int], known: dict[str, str]
-) -> None:
+def print_language_report(posts: pl.DataFrame, tribes: Scores, known: dict[str, str]) -> None:
     """Where the mostly non-English users land: with their interest, or among each other?"""
+    members = tribes.members
     english = english_share(posts)
     foreign = sorted(u for u, share in english.items() if share < 0.5 and u in members)
     if not foreign:
         return
-    frame = pl.DataFrame(
-        {"user_id": list(members), "cluster": list(members.values())}
-    ).with_columns(
-        label=pl.col("user_id").replace_strict(known),
-        foreign=pl.col("user_id").is_in(foreign),
-    )
-    majority = dict(
-        frame.group_by("cluster")
-        .agg(pl.col("label").mode().first(), pl.col("foreign").mean().alias("foreign_share"))
-        .select("cluster", pl.struct("label", "foreign_share"))
+    main_label = dict(tribes.composition.select("cluster_id", "main_label").iter_rows())
+    foreign_share = dict(
+        pl.DataFrame({"cluster": list(members.values()), "user_id": list(members)})
+        .group_by("cluster")
+        .agg(pl.col("user_id").is_in(foreign).mean())
         .iter_rows()
     )
     print(f"\nMostly non-English users ({len(foreign)} of {len(members)}, by function words):\n")
@@ -240,11 +234,10 @@ def print_language_report(
     matched = 0
     for user in foreign:
         cluster = members[user]
-        main = majority[cluster]
-        matched += main["label"] == known[user]
+        matched += main_label[cluster] == known[user]
         print(
-            f"| {user} | {known[user]} | {cluster} | {main['label']} | "
-            f"{main['foreign_share']:.0%} |"
+            f"| {user} | {known[user]} | {cluster} | {main_label[cluster]} | "
+            f"{foreign_share[cluster]:.0%} |"
         )
     print(f"\n{matched} of {len(foreign)} land in a cluster whose main label is their own.")
 
@@ -273,9 +266,22 @@ def print_table(
             f"{fmt(r.noise_share, 2)} | {r.largest} | {fmt(r.seed_ari)} | {fmt(r.stability)} | "
             f"{fmt(r.npmi)} | {fmt(r.diversity, 2)} |"
         )
-    tribes = rows[0]
-    if tribes.labels:
-        print("\nTribes' cluster labels: " + "; ".join(tribes.labels))
+    print_composition(rows[0])
+
+
+def print_composition(tribes: Scores) -> None:
+    """Tribes' clusters (first seed), the known labels inside each, and the merge oracle."""
+    print(
+        f"\nTribes' clusters and the known labels in them (ARI if the clusters sharing a main "
+        f"label were one: {fmt(tribes.main_label_ari)}):\n"
+    )
+    print("| cluster | Tribes' label | users | known labels | main label's share |")
+    print("|---|---|---|---|---|")
+    for row in tribes.composition.iter_rows(named=True):
+        print(
+            f"| {row['cluster_id']} | {row['label']} | {row['users']} | {row['known_labels']} "
+            f"| {row['main_share']:.0%} |"
+        )
 
 
 def main() -> None:
@@ -309,7 +315,7 @@ def main() -> None:
             rows,
             time.perf_counter() - started,
         )
-        print_language_report(posts, rows[0].members, known)
+        print_language_report(posts, rows[0], known)
 
 
 if __name__ == "__main__":

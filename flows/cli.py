@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.settings import ProfileMethod, Settings, load_settings
+
+if TYPE_CHECKING:
+    from flows.evaluate import Scores
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "fb_pages_sample.parquet"
 PRODUCTS = SAMPLE.with_name("products.csv")  # project-authored demo catalogue, CC0
@@ -20,12 +25,13 @@ PRODUCTS = SAMPLE.with_name("products.csv")  # project-authored demo catalogue, 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
 )
-console = Console()
+console = Console(markup=False)  # crawled names may hold [brackets]: never markup
 state: dict[str, object] = {}
 
 
 def fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr = Console(stderr=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -312,7 +318,7 @@ def crawl(
     for column in ("new", "updated", "unchanged", "skipped", "errors"):
         view.add_column(column, justify="right")
     for row in summary.accounts:
-        errors = f"[red]{row.errors}[/]" if row.errors else "0"
+        errors = Text(str(row.errors), style="red" if row.errors else "")
         view.add_row(
             row.source,
             row.account,
@@ -368,6 +374,28 @@ def evaluate(
     for name, attribute in metrics.items():
         view.add_row(name, *(cell(getattr(row, attribute)) for row in rows))
     console.print(view)
+    console.print(composition_table(rows[0]))
+    console.print(
+        f"ARI {rows[0].ari:.3f}; with the clusters that share a main label merged: "
+        f"{rows[0].main_label_ari:.3f} (far above the ARI: clusters finer than the labels)",
+        soft_wrap=True,
+    )
+
+
+def composition_table(tribes: Scores) -> Table:
+    """Tribes' clusters with the known labels inside each (first seed)."""
+    view = Table(title="Tribes' clusters and the known labels in them")
+    for column in ("cluster", "label", "users", "known labels", "main label's share"):
+        view.add_column(column, justify="right" if column in ("users", "cluster") else "left")
+    for row in tribes.composition.iter_rows(named=True):
+        view.add_row(
+            str(row["cluster_id"]),
+            row["label"],
+            str(row["users"]),
+            row["known_labels"],
+            f"{row['main_share']:.0%}",
+        )
+    return view
 
 
 def cell(value: object) -> str:

@@ -33,6 +33,8 @@ class Scores:
     diversity: float | None = None
     labels: list[str] = field(default_factory=list)
     members: dict[str, int] = field(default_factory=dict)  # user_id -> cluster, first seed
+    composition: pl.DataFrame | None = None  # known labels per cluster, first seed
+    main_label_ari: float | None = None  # ARI with clusters of one main label merged (oracle)
 
 
 def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
@@ -141,7 +143,8 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
     topics = run_topics(settings, runs[0])
     texts = cleaned_posts(settings)["text_clean"].to_list()
     with store.connect(settings.db, wait_seconds=60) as con:
-        labels = store.cluster_table(con, runs[0])["label"].to_list()
+        names = store.cluster_table(con, runs[0]).select("cluster_id", "label")
+    composition = evaluate.cluster_composition(first["label"], first["cluster_id"])
     return Scores(
         method="tribes",
         **headline,
@@ -154,6 +157,10 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
         stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
         npmi=float(np.mean(evaluate.npmi_coherence(texts, topics))),
         diversity=evaluate.topic_diversity(topics),
-        labels=labels,
+        labels=names["label"].to_list(),
         members=dict(first.select("user_id", "cluster_id").iter_rows()),
+        composition=names.join(composition, left_on="cluster_id", right_on="cluster").sort(
+            "cluster_id"
+        ),
+        main_label_ari=evaluate.main_label_ari(first["label"], first["cluster_id"]),
     )

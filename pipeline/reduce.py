@@ -36,6 +36,7 @@ def umap_reduce(
         min_dist=min_dist,
         metric="cosine",
         random_state=random_state,
+        n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so spares a warning per run
         init="spectral" if n_users > components + 1 else "random",
     )
     return reducer.fit_transform(profiles).astype(np.float32)

@@ -1,6 +1,13 @@
 import pytest
 
-from pipeline.evaluate import agreement, mean_pairwise_ari, npmi_coherence, topic_diversity
+from pipeline.evaluate import (
+    agreement,
+    cluster_composition,
+    main_label_ari,
+    mean_pairwise_ari,
+    npmi_coherence,
+    topic_diversity,
+)
 
 TEXTS = [
     "goal match striker",
@@ -18,6 +25,21 @@ def test_agreement_perfect_and_permuted():
     scores = agreement(["a", "a", "b", "b"], [1, 1, 0, 0])
     assert scores == pytest.approx({"ari": 1.0, "nmi": 1.0, "ami": 1.0})
     assert agreement(["a", "a", "b", "b"], [0, 1, 0, 1])["ari"] < 0.01
+
+
+def test_composition_shows_clusters_finer_than_the_labels():
+    known = ["sports"] * 4 + ["music"] * 3 + ["news"]
+    found = [0, 0, 1, 1, 2, 2, 2, 2]  # sports split in two; news inside the music cluster
+    table = cluster_composition(known, found)
+    assert table.rows() == [
+        (0, 2, "sports 2", "sports", 1.0),
+        (1, 2, "sports 2", "sports", 1.0),
+        (2, 4, "music 3 · news 1", "music", 0.75),
+    ]
+    merged = main_label_ari(known, found)
+    assert merged == pytest.approx(agreement(known, [0, 0, 0, 0, 2, 2, 2, 2])["ari"])
+    assert merged > agreement(known, found)["ari"]
+    assert main_label_ari(known, known) == 1.0
 
 
 def test_stability_of_identical_and_different_runs():

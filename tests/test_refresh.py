@@ -1,5 +1,6 @@
 """The refresh flow run for real (Prefect test harness) on the bundled sample of real posts."""
 
+import re
 import shutil
 
 import polars as pl
@@ -164,6 +165,26 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
     assert [cell.strip() for cell in header.split("┃")[1:4]] == ["metric", "tribes", "study"]
     ari_row = next(line for line in result.output.splitlines() if line.startswith("│ ARI "))
     assert all(0 <= float(cell) <= 1 for cell in ari_row.split("│")[2:4]), ari_row
+    composition = result.output.split("Tribes' clusters and the known labels in them")[1]
+    cells = [line.split("│")[1:6] for line in composition.splitlines() if line.startswith("│")]
+    rows = [row for row in cells if row[0].strip()]  # not a wrapped cell's second line
+    assert sum(int(row[2]) for row in rows) == 139 and len(rows) >= 5, composition
+    assert all(0 < float(row[4].strip(" %")) <= 100 for row in rows), composition
+    oracle = re.search(
+        r"ARI (\S+); with the clusters that share a main label merged: (\S+) ", composition
+    )
+    assert oracle[1] == ari_row.split("│")[2].strip() and 0 <= float(oracle[2]) <= 1, composition
+
+    labels = workdir / "bracketed.csv"  # label text is the user's: printed as is, never as markup
+    with store.connect(refreshed) as con:
+        users = store.read_users(con).select("user_id", pl.format("[/]{}", "label").alias("label"))
+    users.write_csv(labels)
+    odd = runner.invoke(
+        app, ["--db", str(refreshed), "evaluate", "--labels", str(labels), "--seeds", "1"]
+    )
+    assert odd.exit_code == 0, odd.output
+    assert "[/]sports" in odd.output
+
     labels = workdir / "labels.csv"
     labels.write_text("user_id,category\narsenal,sports\n")
     bad = runner.invoke(app, ["--db", str(refreshed), "evaluate", "--labels", str(labels)])
