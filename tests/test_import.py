@@ -135,3 +135,12 @@ def test_enormous_and_duplicate_posts_are_skipped_with_reasons(workdir):
     assert "1 text longer than 20000 chars" in result.output
     with store.connect(db) as con:
         assert store.scalar(con, "SELECT text FROM posts WHERE post_id = '1'") == "second"
+
+
+def test_error_naming_a_bracketed_file_prints_it_as_is(workdir):
+    """File names and crawled names are text, not console markup (it swallowed '[bold]')."""
+    bad = workdir / "posts[bold]2016.csv"
+    bad.write_text("user_id,post_id,text,created_at\n")
+    result = tribes(workdir / "t.duckdb", "import", str(bad))
+    assert result.exit_code == 1, result.output
+    assert "posts[bold]2016.csv" in result.output and "has no rows" in result.output
