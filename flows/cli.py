@@ -351,11 +351,7 @@ def evaluate(
         run_guarded(lambda: evaluate_tribes(config, known, SEEDS[:seeds])),
         run_guarded(lambda: evaluate_study(config, known, SEEDS[:seeds])),
     ]
-    view = Table(
-        title=f"Clusters vs known labels ({known.height} labelled users)",
-        caption="study = the original study's method: each user's posts as ONE string, "
-        "UMAP 2-D, KMeans k=7",
-    )
+    view = Table(title=f"Clusters vs known labels ({known.height} labelled users)")
     metrics = {
         "ARI": "ari",
         "NMI": "nmi",
@@ -374,6 +370,11 @@ def evaluate(
     for name, attribute in metrics.items():
         view.add_row(name, *(cell(getattr(row, attribute)) for row in rows))
     console.print(view)
+    console.print(
+        "study = the original study's method: each user's posts as ONE string (its first 512 "
+        "tokens), UMAP 2-D, KMeans k=7",
+        soft_wrap=True,
+    )
     console.print(composition_table(rows[0]))
     console.print(
         f"ARI {rows[0].ari:.3f}; with the clusters that share a main label merged: "
