@@ -181,12 +181,15 @@ def compare_runs(data: ReportData) -> Changes:
 # ---------------------------------------------------------------- the map
 
 
-def _anchors(members: pl.DataFrame) -> pl.DataFrame:
-    """Where each cluster's label goes: just above its confident members, centred on them."""
+def label_anchors(members: pl.DataFrame) -> pl.DataFrame:
+    """Where each cluster's label goes: centred on its confident members, at the height below
+    which 85% of them lie, so one member far up does not carry the label away from the rest."""
     confident = members.filter(~pl.col("is_outlier"))
     use = confident if confident.height else members
     return (
-        use.group_by("cluster_id").agg(pl.col("x").median(), pl.col("y").max()).sort("cluster_id")
+        use.group_by("cluster_id")
+        .agg(pl.col("x").median(), pl.col("y").quantile(0.85, "linear"))
+        .sort("cluster_id")
     )
 
 
@@ -228,7 +231,7 @@ def map_figure(data: ReportData):
                 },
             )
         )
-    for row in _anchors(data.members).iter_rows(named=True):
+    for row in label_anchors(data.members).iter_rows(named=True):
         label = html.escape(label_of(data.clusters, row["cluster_id"]))
         fig.add_annotation(
             x=row["x"],
@@ -295,7 +298,7 @@ def render_png(data: ReportData, dpi: int = 130) -> bytes:
                 label=f"{label_of(data.clusters, cluster_id)} ({group.height})",
             )
         labels = []
-        for row in _anchors(data.members).iter_rows(named=True):
+        for row in label_anchors(data.members).iter_rows(named=True):
             annotation = ax.annotate(
                 label_of(data.clusters, row["cluster_id"]),
                 (row["x"], row["y"]),

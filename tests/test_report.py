@@ -240,3 +240,17 @@ def test_map_labels_at_the_same_spot_are_moved_apart():
         assert far.xyann == (0, 7)  # a label with room stays where it was
     finally:
         plt.close(fig)
+
+
+def test_a_lone_member_far_up_does_not_carry_the_label_away():
+    members = pl.DataFrame(
+        {
+            "cluster_id": [0] * 8 + [1] * 3,
+            "x": [0.0, 1, 2, 3, 4, 5, 6, 3] + [10.0, 11, 12],
+            "y": [0.0, 1, 0, 1, 0, 1, 0, 40] + [5.0, 6, 99],
+            "is_outlier": [False] * 10 + [True],  # cluster 1's far member is an outlier
+        }
+    )
+    anchors = dict(report_step.label_anchors(members).select("cluster_id", "y").iter_rows())
+    assert 1 <= anchors[0] < 10  # above most members, far below the one at 40
+    assert anchors[1] == pytest.approx(5.85)  # outliers do not count
