@@ -31,7 +31,6 @@ class Scores:
     stability: float | None = None  # mean pairwise ARI between the seeds' clusterings
     npmi: float | None = None
     diversity: float | None = None
-    labels: list[str] = field(default_factory=list)
     members: dict[str, int] = field(default_factory=dict)  # user_id -> cluster, first seed
     composition: pl.DataFrame | None = None  # known labels per cluster, first seed
     main_label_ari: float | None = None  # ARI with clusters of one main label merged (oracle)
@@ -157,7 +156,6 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
         stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
         npmi=float(np.mean(evaluate.npmi_coherence(texts, topics))),
         diversity=evaluate.topic_diversity(topics),
-        labels=names["label"].to_list(),
         members=dict(first.select("user_id", "cluster_id").iter_rows()),
         composition=names.join(composition, left_on="cluster_id", right_on="cluster").sort(
             "cluster_id"
