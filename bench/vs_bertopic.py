@@ -148,23 +148,14 @@ def prepare(posts: pl.DataFrame, source: Path, settings: Any) -> Sample:
 
 def tribes_rules(n_points: int, cfg: dict[str, Any]) -> dict[str, Any]:
     """The UMAP/HDBSCAN parameters pipeline.reduce and pipeline.cluster pick for `n_points`."""
-    from pipeline.cluster import auto_min_cluster_size
-    from pipeline.reduce import auto_n_neighbors
+    from pipeline.cluster import hdbscan_params
+    from pipeline.reduce import umap_params
 
-    size = min(cfg["min_cluster_size"] or auto_min_cluster_size(n_points), max(2, n_points // 2))
-    neighbors = cfg["umap_n_neighbors"] or auto_n_neighbors(n_points)
-    return {
-        "umap": {
-            "n_neighbors": min(neighbors, n_points - 1),
-            "n_components": min(cfg["umap_n_components"], n_points - 2),
-            "min_dist": cfg["umap_min_dist"],
-        },
-        "hdbscan": {
-            "min_cluster_size": size,
-            "min_samples": cfg["min_samples"] or max(1, size // 2),
-            "cluster_selection_method": "leaf",
-        },
-    }
+    umap = umap_params(
+        n_points, cfg["umap_n_components"], cfg["umap_n_neighbors"], cfg["umap_min_dist"]
+    )
+    hdbscan = hdbscan_params(n_points, cfg["min_cluster_size"], cfg["min_samples"])
+    return {"umap": umap, "hdbscan": vars(hdbscan)}
 
 
 def bertopic_params(n_posts: int, cfg: dict[str, Any], preset: str) -> dict[str, Any]:

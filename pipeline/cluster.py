@@ -23,13 +23,29 @@ def auto_min_cluster_size(n_users: int) -> int:
     return int(max(3, round(n_users / 25)))
 
 
+@dataclass(frozen=True)
+class HdbscanParams:
+    """HDBSCAN's parameters for one clustering (the rule lives in `hdbscan_params`)."""
+
+    min_cluster_size: int
+    min_samples: int
+    cluster_selection_method: str = "eom"
+
+
+def hdbscan_params(
+    n_users: int, min_cluster_size: int | None = None, min_samples: int | None = None
+) -> HdbscanParams:
+    """The settings' sizes, or sizes scaled to the users; never over half of them."""
+    size = min(min_cluster_size or auto_min_cluster_size(n_users), max(2, n_users // 2))
+    return HdbscanParams(size, min_samples or max(2, size // 2))
+
+
 def hdbscan_cluster(
     points: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None
 ) -> Clustering:
     """HDBSCAN; the number of clusters is discovered. Noise goes to the nearest centroid."""
     n = len(points)
-    size = min(min_cluster_size or auto_min_cluster_size(n), max(2, n // 2))
-    raw, probability = persistent_clusters(points, size, min_samples or max(2, size // 2))
+    raw, probability = persistent_clusters(points, hdbscan_params(n, min_cluster_size, min_samples))
     noise = raw < 0
     if noise.all():  # one undivided group: everyone is an outlier of cluster 0
         return Clustering(np.zeros(n, int), np.zeros(n), np.ones(n, bool), 1.0)
@@ -38,18 +54,14 @@ def hdbscan_cluster(
     return Clustering(relabel_by_size(labels), probability, noise, float(noise.mean()))
 
 
-def persistent_clusters(
-    points: np.ndarray, size: int, min_samples: int
-) -> tuple[np.ndarray, np.ndarray]:
+def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.ndarray, np.ndarray]:
     """HDBSCAN's most persistent clusters ("eom"); one holding over a fifth of the users gives way
     to its child clusters in HDBSCAN's tree (and they to theirs while still too big); a cluster
     without children stays whole. Users that leave a parent before it splits become noise.
     Returns labels (-1 = noise) and membership strengths."""
     import hdbscan
 
-    model = hdbscan.HDBSCAN(
-        min_cluster_size=size, min_samples=min_samples, cluster_selection_method="eom"
-    ).fit(points)
+    model = hdbscan.HDBSCAN(**vars(params)).fit(points)
     n = len(points)
     tree = model.condensed_tree_.to_numpy()
     children: dict[int, list[int]] = {}
@@ -59,7 +71,7 @@ def persistent_clusters(
     node_of_size = {}
     for node, points_in in members.items():
         node_of_size.setdefault(len(points_in), []).append(node)
-    cap = max(n // MAX_CLUSTER_SHARE, 2 * size)
+    cap = max(n // MAX_CLUSTER_SHARE, 2 * params.min_cluster_size)
     labels = np.full(n, -1)
     for found in np.unique(model.labels_[model.labels_ >= 0]):
         inside = np.flatnonzero(model.labels_ == found)
@@ -109,7 +121,7 @@ def consensus_cluster(
         linkage="average",
         distance_threshold=1 - agreement,
     ).fit_predict(1 - together)
-    size = min(min_cluster_size or auto_min_cluster_size(n), max(2, n // 2))
+    size = hdbscan_params(n, min_cluster_size, min_samples).min_cluster_size
     labels = merge_small_groups(labels, together, size)
     own = labels[:, None] == labels[None, :]
     np.fill_diagonal(own, False)

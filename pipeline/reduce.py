@@ -10,6 +10,19 @@ def auto_n_neighbors(n_users: int) -> int:
     return int(min(30, max(5, round(n_users**0.5))))
 
 
+def umap_params(
+    n_users: int, n_components: int, n_neighbors: int | None, min_dist: float
+) -> dict[str, int | float]:
+    """UMAP's sizes for `n_users` points: the settings', scaled and clipped to what fits."""
+    if n_users < 4:
+        raise ValueError(f"need at least 4 users to cluster, found {n_users}")
+    return {
+        "n_neighbors": min(n_neighbors or auto_n_neighbors(n_users), n_users - 1),
+        "n_components": min(n_components, n_users - 2),
+        "min_dist": min_dist,
+    }
+
+
 def run_seeds(random_state: int, runs: int) -> list[int]:
     """`runs` independent seeds drawn from `random_state` (other states share none of them)."""
     return [int(seed) for seed in np.random.SeedSequence(random_state).generate_state(runs)]
@@ -26,17 +39,12 @@ def umap_reduce(
     import umap  # imported here: numba compiles on first import (~30 s per process)
 
     n_users = len(profiles)
-    if n_users < 4:
-        raise ValueError(f"need at least 4 users to cluster, found {n_users}")
-    neighbors = min(n_neighbors or auto_n_neighbors(n_users), n_users - 1)
-    components = min(n_components, n_users - 2)
+    params = umap_params(n_users, n_components, n_neighbors, min_dist)
     reducer = umap.UMAP(
-        n_components=components,
-        n_neighbors=neighbors,
-        min_dist=min_dist,
+        **params,
         metric="cosine",
         random_state=random_state,
         n_jobs=1,  # a seeded UMAP runs on one thread anyway; saying so spares a warning per run
-        init="spectral" if n_users > components + 1 else "random",
+        init="spectral" if n_users > params["n_components"] + 1 else "random",
     )
     return reducer.fit_transform(profiles).astype(np.float32)
