@@ -18,7 +18,6 @@ from prefect.artifacts import (
 
 from flows.report import REPORT_FILE, load_report_data
 from pipeline import store
-from pipeline.report import compare_runs
 from pipeline.settings import Settings
 from pipeline.summary import CHANGE_COLUMNS, change_rows, change_summary, clusters_markdown
 
@@ -41,7 +40,7 @@ def show_in_ui(settings: Settings, run_id: str) -> list[str]:
     with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
         data = load_report_data(con, run_id)
         table = store.cluster_table(con, run_id)
-    changes = compare_runs(data)
+    changes = data.changes()
     rows = change_rows(changes, data.clusters)
     create_markdown_artifact(
         key=CLUSTERS_KEY,

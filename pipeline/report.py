@@ -12,7 +12,7 @@ import hashlib
 import html
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
+
+from pipeline.changes import Changes, compare_runs
 
 # Okabe-Ito and Tableau 10: distinguishable, colour-blind friendly first
 PALETTE = [
@@ -45,7 +47,6 @@ PALETTE = [
     "#BAB0AC",
 ]
 NOISE_COLOR = "#9e9e9e"
-MATCH_JACCARD = 0.3  # a cluster continues a previous one when their members overlap this much
 MEMBER_CHIPS = 24
 MEMBER_ROWS = 500  # per cluster in the page; `tribes recommend --user` covers the rest
 
@@ -64,23 +65,15 @@ class ReportData:
     previous_clusters: pl.DataFrame | None = None
     n_products: int = 0
 
-
-@dataclass
-class Change:
-    """How one cluster differs from the previous run."""
-
-    previous_id: int | None = None
-    previous_label: str | None = None
-    overlap: float = 0.0
-    joined: list[tuple[str, str]] = field(default_factory=list)  # (user, came from)
-    left: list[tuple[str, str]] = field(default_factory=list)  # (user, went to)
-
-
-@dataclass(frozen=True)
-class Changes:
-    previous_run_id: str | None
-    by_cluster: dict[int, Change]
-    vanished: list[tuple[int, str, int]]  # previous (cluster_id, label, size)
+    def changes(self) -> Changes:
+        """How this run's clusters differ from the previous completed run's."""
+        return compare_runs(
+            self.members,
+            self.clusters,
+            self.previous_run_id,
+            self.previous_members,
+            self.previous_clusters,
+        )
 
 
 # ---------------------------------------------------------------- helpers
@@ -115,67 +108,6 @@ def top_terms(terms: pl.DataFrame, cluster_id: int, n: int = 10) -> list[tuple[s
 def label_of(clusters: pl.DataFrame, cluster_id: int) -> str:
     found = clusters.filter(pl.col("cluster_id") == cluster_id)["label"]
     return found[0] if found.len() else f"cluster {cluster_id}"
-
-
-# ---------------------------------------------------------------- change since previous run
-
-
-def _key(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(key=pl.concat_str("platform", pl.lit(":"), "user_id"))
-
-
-def compare_runs(data: ReportData) -> Changes:
-    """Match each cluster to the previous run's cluster sharing the most members (Jaccard), and
-    list who joined and left; previous clusters that nothing continues have vanished."""
-    if data.previous_members is None or data.previous_clusters is None:
-        return Changes(None, {}, [])
-    now, before = _key(data.members), _key(data.previous_members)
-    now_of = dict(zip(now["key"], now["cluster_id"], strict=True))
-    before_of = dict(zip(before["key"], before["cluster_id"], strict=True))
-    name_of = dict(zip(now["key"], now["name"], strict=True)) | {
-        k: n for k, n in zip(before["key"], before["name"], strict=True) if k not in now_of
-    }
-    groups_now = {c: set(g["key"]) for (c,), g in now.group_by("cluster_id")}
-    groups_before = {c: set(g["key"]) for (c,), g in before.group_by("cluster_id")}
-    prev_label = dict(
-        zip(data.previous_clusters["cluster_id"], data.previous_clusters["label"], strict=True)
-    )
-    cur_label = dict(zip(data.clusters["cluster_id"], data.clusters["label"], strict=True))
-
-    def where(cluster_id: int | None, labels: dict[int, str], missing: str) -> str:
-        return missing if cluster_id is None else labels.get(cluster_id, f"cluster {cluster_id}")
-
-    by_cluster: dict[int, Change] = {}
-    continued: set[int] = set()
-    for cluster_id, keys in groups_now.items():
-        best, best_j = None, 0.0
-        for previous_id, old in groups_before.items():
-            jaccard = len(keys & old) / len(keys | old)
-            if jaccard > best_j:
-                best, best_j = previous_id, jaccard
-        change = Change(overlap=best_j)
-        old = set()
-        if best is not None and best_j >= MATCH_JACCARD:
-            change.previous_id, change.previous_label = best, prev_label.get(best)
-            continued.add(best)
-            old = groups_before[best]
-        change.joined = sorted(
-            (name_of[k], where(before_of.get(k), prev_label, "new in the data")) for k in keys - old
-        )
-        change.left = sorted(
-            (name_of[k], where(now_of.get(k), cur_label, "not in this run")) for k in old - keys
-        )
-        by_cluster[cluster_id] = change
-    sizes = {c: len(k) for c, k in groups_before.items()}
-    vanished = sorted(
-        (
-            (c, prev_label.get(c, f"cluster {c}"), sizes[c])
-            for c in groups_before
-            if c not in continued
-        ),
-        key=lambda v: -v[2],
-    )
-    return Changes(data.previous_run_id, by_cluster, vanished)
 
 
 # ---------------------------------------------------------------- the map
@@ -434,7 +366,7 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
 
 def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
     """The whole report page as one self-contained HTML string."""
-    changes = compare_runs(data)
+    changes = data.changes()
     figure = json.loads(map_figure(data).to_json())
     init_js = Markup(
         f"(function () {{ var f = {script_json(figure)}; Plotly.newPlot('map', f.data, f.layout, "

@@ -1,5 +1,5 @@
 """What the Prefect UI shows of a run: a markdown table of its clusters and the rows of what
-changed since the previous completed run. Pure: frames and `report.Changes` in, text out.
+changed since the previous completed run. Pure: frames and `changes.Changes` in, text out.
 
 Labels, terms and names come from crawled text, so every cell is markdown-escaped.
 """
@@ -10,10 +10,9 @@ import re
 
 import polars as pl
 
-from pipeline.report import Changes
+from pipeline.changes import NEW_IN_DATA, Changes
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()!|<>~])")
-NEW_IN_DATA = "new in the data"  # report.compare_runs' "came from" of users with no earlier run
 CHANGE_COLUMNS = ["change", "name", "from", "to", "users"]
 
 
@@ -47,7 +46,7 @@ def change_rows(changes: Changes, clusters: pl.DataFrame) -> list[dict[str, obje
     """One row per user who moved between clusters, per new and per vanished cluster.
 
     `clusters` are the current run's (cluster_id, label, size); `changes` come from
-    `report.compare_runs`. Empty when there is no previous run."""
+    `changes.compare_runs`. Empty when there is no previous run."""
     if changes.previous_run_id is None:
         return []
     label = dict(zip(clusters["cluster_id"], clusters["label"], strict=True))

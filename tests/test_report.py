@@ -181,7 +181,7 @@ def test_report_shows_changes_recommendations_and_run_details(reported):
     with store.connect(reported.settings.db) as con:
         data = load_report_data(con, reported.run_id)
     assert data.previous_run_id is not None
-    changes = report_step.compare_runs(data)
+    changes = data.changes()
     joined = [name for c in changes.by_cluster.values() for name, _ in c.joined]
     assert HOSTILE_NAME in joined  # the new page shows up as having joined a cluster
     html = reported.page.read_text(encoding="utf-8")

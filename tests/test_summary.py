@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.report import ReportData, compare_runs
+from pipeline.report import ReportData
 from pipeline.summary import change_rows, change_summary, clusters_markdown, md
 
 
@@ -77,7 +77,7 @@ def test_a_user_who_changes_cluster_a_new_and_a_vanished_cluster_are_rows():
     }
     labels = {0: "football", 1: "music", 4: "basketball"}
     report = data(now, labels, before, before_labels)
-    changes = compare_runs(report)
+    changes = report.changes()
     rows = change_rows(changes, report.clusters)
     assert {
         "change": "moved",
@@ -123,9 +123,9 @@ def test_a_user_who_changes_cluster_a_new_and_a_vanished_cluster_are_rows():
 def test_unchanged_clusters_and_a_first_run_have_no_rows():
     everyone = {**SPORT, **MUSIC}
     same = data(everyone, {0: "sport", 1: "music"}, everyone, {0: "sport", 1: "music"})
-    assert change_rows(compare_runs(same), same.clusters) == []
+    assert change_rows(same.changes(), same.clusters) == []
     first = data(everyone, {0: "sport", 1: "music"}, None, None)
-    changes = compare_runs(first)
+    changes = first.changes()
     assert change_rows(changes, first.clusters) == []
     assert change_summary(changes, []).startswith("First completed run")
 
