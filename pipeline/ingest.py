@@ -169,11 +169,7 @@ def parse_times(values: pl.Series) -> ParsedTimes:
     """Each value of a time column as naive UTC, with the values that could not be read."""
     dtype = values.dtype
     if dtype == pl.Datetime:
-        utc = (
-            values.dt.convert_time_zone("UTC")
-            if dtype.time_zone
-            else values.dt.replace_time_zone("UTC")
-        )
+        utc = values.dt.convert_time_zone("UTC") if dtype.time_zone else values
         return readable(values, utc.dt.replace_time_zone(None).dt.cast_time_unit("us"))
     if dtype == pl.Date:
         return readable(values, values.cast(pl.Datetime("us")))

@@ -165,6 +165,14 @@ def test_iso_times_with_any_offset_parse_per_value_as_utc(workdir):
     }
 
 
+def test_parquet_datetimes_with_a_time_zone_are_stored_as_utc(workdir):
+    local = pl.Series([datetime(2024, 5, 1, 15, 30)]).dt.replace_time_zone("Asia/Kolkata")
+    frame = pl.DataFrame({"user_id": "ann", "post_id": ["1"], "text": "a", "created_at": local})
+    frame.write_parquet(workdir / "p.parquet")
+    assert tribes(workdir / "t.duckdb", "import", str(workdir / "p.parquet")).exit_code == 0
+    assert imported_times(workdir / "t.duckdb") == {"1": datetime(2024, 5, 1, 10)}
+
+
 def test_epoch_seconds_milliseconds_and_microseconds_by_magnitude(workdir):
     moment = datetime(2024, 5, 1, 10, 0, 0, 123_000)
     seconds = int(moment.replace(tzinfo=UTC).timestamp())
