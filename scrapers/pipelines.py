@@ -226,14 +226,9 @@ class DuckDBPipeline:
 
     def count_refused(self, refused: pl.DataFrame) -> None:
         """Posts whose id belongs to another account are not stored: skipped, with a log line."""
-        for row in refused.iter_rows(named=True):
-            bump(self.crawler.stats, self.sources[row["account"]], row["account"], "skipped")
-            log.warning(
-                "%s post %s of %s not stored: the id belongs to another account",
-                row["platform"],
-                row["post_id"],
-                row["user_id"],
-            )
+        for account, n in refused["account"].value_counts().iter_rows():
+            bump(self.crawler.stats, self.sources[account], account, "skipped", n)
+            log.warning("%d posts of %s not stored: ids of another account", n, account)
 
     def count(self, stored: int, outcomes: pl.DataFrame | None, seconds: float) -> None:
         """Per-account new/updated/unchanged counts and the pipeline's own stats."""
