@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from pipeline import ingest, store
 from pipeline.settings import Settings, load_settings
+
+REFUSED = "id belongs to another account"
 
 
 @dataclass(frozen=True)
@@ -19,14 +21,28 @@ class ImportReport:
     unchanged: int
     skipped: dict[str, int]
     users: int
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line of counts, then one `warning:` line per thing the user must know."""
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
-        return (
+        counts = (
             f"{self.rows} rows: {self.inserted} inserted, {self.updated} updated, "
             f"{self.unchanged} unchanged, {sum(self.skipped.values())} skipped ({reasons}); "
             f"{self.users} users"
         )
+        return "\n".join([counts, *(f"warning: {line}" for line in self.warnings)])
+
+
+def platform_warning(platform: str, overlap: tuple[str, int] | None, texts: int) -> list[str]:
+    """A warning when most of an import's texts are already stored under another platform."""
+    if overlap is None or overlap[1] * 2 <= texts:
+        return []
+    other, count = overlap
+    return [
+        f"{count} of these {texts} texts are already stored under platform {other!r}, "
+        f"not {platform!r}: a mistyped --platform doubles the corpus"
+    ]
 
 
 def import_file(
@@ -37,22 +53,25 @@ def import_file(
     fmt: str | None = None,
     encoding: str = "utf-8",
 ) -> ImportReport:
-    """Validate the file completely, then upsert its posts and users in one go."""
+    """Validate the file completely, then upsert its posts and users in one transaction."""
     source = Path(path)
     table = ingest.read_table(source, fmt, encoding)
     data = ingest.to_posts(
         table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
     )
+    texts = data.posts["text"]
     with store.connect(settings.db, wait_seconds=60) as con:
-        counts = store.upsert_posts(con, data.posts)
-        store.upsert_users(con, data.users)
+        overlap = store.texts_on_other_platforms(con, platform, texts)
+        counts = store.upsert_posts(con, data.posts, data.users)
+    refused = {REFUSED: counts.refused.height} if counts.refused.height else {}
     return ImportReport(
         table.height,
         counts.inserted,
         counts.updated,
         counts.unchanged,
-        data.skipped,
+        data.skipped | refused,
         data.users.height,
+        [*data.warnings, *platform_warning(platform, overlap, texts.n_unique())],
     )
 
 

@@ -71,25 +71,40 @@ def clean_posts(posts: pl.DataFrame, min_posts_per_user: int = 1) -> pl.DataFram
 def pack_chunks(posts: pl.DataFrame, max_chars: int) -> pl.DataFrame:
     """Each user's cleaned posts, oldest first, packed greedily into texts of at most `max_chars`.
 
-    Every post lands in exactly one chunk (a longer post is a chunk of its own), so a profile
-    built from the chunks covers ALL of a user's posts; new posts only change the user's last
-    chunk. Posts are joined by a newline (cleaned posts have none), so `chunk_posts` can split a
-    chunk again. Returns platform, user_id, text_clean, text_hash, one row per chunk.
+    Every post lands in a chunk (a longer post is cut at spaces into chunks of its own, so the
+    model never reads more than `max_chars` at once: it holds memory by text length), so a
+    profile built from the chunks covers ALL of a user's posts; new posts only change the user's
+    last chunk. Posts are joined by a newline (cleaned posts have none), so `chunk_posts` can
+    split a chunk again. Returns platform, user_id, text_clean, text_hash, one row per chunk.
     """
     rows: list[tuple[str, str, str]] = []
     ordered = posts.sort("platform", "user_id", "created_at", "post_id", nulls_last=True)
     for (platform, user_id), group in ordered.group_by("platform", "user_id", maintain_order=True):
         current = ""
-        for text in group["text_clean"]:
-            if current and len(current) + 1 + len(text) > max_chars:
-                rows.append((platform, user_id, current))
-                current = ""
-            current = f"{current}{CHUNK_SEPARATOR}{text}" if current else text
+        for post in group["text_clean"]:
+            for text in pieces(post, max_chars):
+                if current and len(current) + 1 + len(text) > max_chars:
+                    rows.append((platform, user_id, current))
+                    current = ""
+                current = f"{current}{CHUNK_SEPARATOR}{text}" if current else text
         rows.append((platform, user_id, current))
     chunks = pl.DataFrame(
         rows, schema={"platform": pl.Utf8, "user_id": pl.Utf8, "text_clean": pl.Utf8}, orient="row"
     )
     return chunks.with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))
+
+
+def pieces(text: str, max_chars: int) -> list[str]:
+    """A cleaned text cut at spaces into pieces of at most `max_chars` (a longer word is cut)."""
+    found, start = [], 0
+    while len(text) - start > max_chars:
+        cut = text.rfind(" ", start, start + max_chars + 1)
+        if cut <= start:
+            cut = start + max_chars
+        found.append(text[start:cut])
+        start = cut + 1 if text[cut] == " " else cut
+    found.append(text[start:])
+    return found
 
 
 def chunk_posts(chunk: str) -> list[str]:

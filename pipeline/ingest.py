@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -23,6 +26,28 @@ class IngestError(ValueError):
     """The input file cannot be imported; the message says why and what to do."""
 
 
+class Accepts(NamedTuple):
+    """The column types an input column may have, and the rule to name when it has another."""
+
+    test: Callable[[pl.DataType], bool]
+    rule: str
+
+
+def is_text(dtype: pl.DataType) -> bool:
+    return dtype in (pl.String, pl.Categorical, pl.Enum, pl.Null)
+
+
+TEXT = Accepts(is_text, "it must hold text")
+IDS = Accepts(
+    lambda dtype: is_text(dtype) or dtype.is_integer(),
+    "it must hold text or integers (floats round distinct ids to the same value)",
+)
+TIMES = Accepts(
+    lambda dtype: is_text(dtype) or dtype.is_numeric() or dtype in (pl.Date, pl.Datetime),
+    "it must hold ISO 8601 text, epoch numbers, dates or datetimes",
+)
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     user: str = "user_id"
@@ -32,12 +57,27 @@ class ColumnMap:
     label: str | None = None
     name: str | None = None
 
+    def wanted(self) -> list[tuple[str, str, Accepts]]:
+        """(flag, column, accepted types) of every mapped column."""
+        optional = [
+            ("--time-col", self.time, TIMES),
+            ("--label-col", self.label, IDS),
+            ("--name-col", self.name, IDS),
+        ]
+        return [
+            ("--user-col", self.user, IDS),
+            ("--text-col", self.text, TEXT),
+            ("--id-col", self.id, IDS),
+            *((flag, column, kinds) for flag, column, kinds in optional if column),
+        ]
+
 
 @dataclass
 class Ingested:
     posts: pl.DataFrame
     users: pl.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -79,46 +119,171 @@ def read_table(path: Path, fmt: str | None = None, encoding: str = "utf-8") -> p
 
 
 def require_columns(table: pl.DataFrame, columns: ColumnMap, name: str) -> None:
-    wanted = {"--user-col": columns.user, "--text-col": columns.text, "--id-col": columns.id}
-    if columns.time:
-        wanted["--time-col"] = columns.time
-    for flag, column in wanted.items():
+    """Every mapped column exists and holds a type that imports without loss."""
+    for flag, column, kinds in columns.wanted():
         if column not in table.columns:
             shown = ", ".join(table.columns[:12])
             raise IngestError(
                 f"{name} has no column {column!r} (columns: {shown}); pass {flag} NAME"
             )
+        dtype = table.schema[column]
+        if not kinds.test(dtype):
+            raise IngestError(f"{name}: column {column!r} ({flag}) is {dtype}: {kinds.rule}")
 
 
-def parse_time(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
-        return column.dt.replace_time_zone(None)
+# ---------------------------------------------------------------- times
+#
+# Every value is read on its own, never with a format guessed from the first row, and stored as
+# naive UTC: ISO 8601 with any offset (`Z`, `+05:30`; without one it is taken as UTC), RFC 2822,
+# epoch numbers (numeric columns or numeric text) whose magnitude tells the unit, and slash dates
+# such as 01/02/2016 read day/month or month/day only when just one of the two readings fits all
+# of the column's slash dates (else they are ambiguous). Values that cannot be read are stored
+# empty and counted, as are times in the future, in the import summary.
+
+UNREADABLE = "unreadable"
+AMBIGUOUS = "ambiguous"
+STRING_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+    "%a, %d %b %Y %H:%M:%S %z",
+)
+SLASH_DATE = r"^(\d{1,2})/(\d{1,2})/\d{4}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$"
+SLASH_READINGS = {"day/month": "%d/%m/%Y", "month/day": "%m/%d/%Y"}
+# epoch values below each bound are in this unit (given in microseconds): seconds until the
+# year 5138, then milliseconds (from 1973 on), microseconds, nanoseconds
+EPOCH_UNITS = ((1e11, 1e6), (1e14, 1e3), (1e17, 1.0), (float("inf"), 1e-3))
+LATEST_MICROS = 253_402_300_799e6  # 9999-12-31 23:59:59; later values are unreadable
+
+
+@dataclass(frozen=True)
+class ParsedTimes:
+    values: pl.Series  # Datetime("us"), naive UTC
+    problems: pl.Series  # per value: None, UNREADABLE or AMBIGUOUS
+    reading: str | None = None  # how the column's slash dates were read
+
+
+def parse_times(values: pl.Series) -> ParsedTimes:
+    """Each value of a time column as naive UTC, with the values that could not be read."""
+    dtype = values.dtype
+    if dtype == pl.Datetime:
+        utc = values.dt.convert_time_zone("UTC") if dtype.time_zone else values
+        return readable(values, utc.dt.replace_time_zone(None).dt.cast_time_unit("us"))
+    if dtype == pl.Date:
+        return readable(values, values.cast(pl.Datetime("us")))
     if dtype.is_numeric():
-        return pl.from_epoch(column.cast(pl.Int64), time_unit="s")
-    return (
-        column.cast(pl.Utf8)
-        .str.to_datetime(strict=False, time_zone="UTC")
-        .dt.replace_time_zone(None)
-    )
+        return readable(values, from_epoch(values.cast(pl.Float64)))
+    return parse_time_strings(values.cast(pl.Utf8).str.strip_chars().replace("", None))
+
+
+def readable(values: pl.Series, parsed: pl.Series) -> ParsedTimes:
+    """`parsed`, with UNREADABLE where a value was given but not parsed."""
+    problems = pl.select(
+        pl.when(pl.lit(values).is_not_null() & pl.lit(parsed).is_null()).then(pl.lit(UNREADABLE))
+    ).to_series()
+    return ParsedTimes(parsed, problems)
+
+
+def from_epoch(numbers: pl.Series) -> pl.Series:
+    """Epoch numbers as naive datetimes, the unit of each told by its magnitude."""
+    number = pl.col("n")
+    micros = pl.when(number.abs() < EPOCH_UNITS[0][0]).then(number * EPOCH_UNITS[0][1])
+    for bound, scale in EPOCH_UNITS[1:]:
+        micros = micros.when(number.abs() < bound).then(number * scale)
+    micros = pl.when(micros.abs() <= LATEST_MICROS).then(micros.round())
+    frame = pl.DataFrame({"n": numbers})
+    return frame.select(pl.from_epoch(micros.cast(pl.Int64), time_unit="us")).to_series()
+
+
+def parse_time_strings(texts: pl.Series) -> ParsedTimes:
+    """Text times (empty ones already None), read by the rules above."""
+    iso = texts.str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+    parsed = pl.select(
+        pl.coalesce(
+            *(
+                pl.lit(iso).str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+                for fmt in STRING_FORMATS
+            )
+        ).dt.replace_time_zone(None)
+    ).to_series()
+    parsed = parsed.fill_null(from_epoch(texts.cast(pl.Float64, strict=False)))
+    slash = texts.str.contains(SLASH_DATE).fill_null(False)
+    reading = slash_reading(texts.filter(slash))
+    if reading:
+        parsed = parsed.zip_with(~slash, parse_slash_dates(texts, SLASH_READINGS[reading]))
+    times = readable(texts, parsed)
+    if reading or not slash.any():
+        return ParsedTimes(parsed, times.problems, reading)
+    ambiguous = pl.select(pl.when(pl.lit(slash)).then(pl.lit(AMBIGUOUS))).to_series()
+    return ParsedTimes(parsed, ambiguous.fill_null(times.problems))
+
+
+def slash_reading(dates: pl.Series) -> str | None:
+    """'day/month' or 'month/day' when just that reading fits every slash date, else None."""
+    if dates.len() == 0:
+        return None
+    parts = dates.str.extract_groups(SLASH_DATE).struct.unnest().cast(pl.Int32)
+    first_fits_month = bool((parts["1"] <= 12).all())
+    second_fits_month = bool((parts["2"] <= 12).all())
+    if first_fits_month == second_fits_month:
+        return None
+    return "month/day" if first_fits_month else "day/month"
+
+
+def parse_slash_dates(texts: pl.Series, date_format: str) -> pl.Series:
+    """Slash dates (with an optional clock time) in one reading; other texts become None."""
+    return pl.select(
+        pl.coalesce(
+            pl.lit(texts).str.to_datetime(f"{date_format}{clock}", strict=False, time_unit="us")
+            for clock in (" %H:%M:%S", " %H:%M", "T%H:%M:%S", "T%H:%M", "")
+        )
+    ).to_series()
+
+
+def time_warnings(kept: pl.DataFrame, column: str | None, reading: str | None) -> list[str]:
+    """What the summary must say about the stored rows' times: none is silently empty or odd."""
+    unreadable = int((kept["time_problem"] == UNREADABLE).sum())
+    ambiguous = int((kept["time_problem"] == AMBIGUOUS).sum())
+    future = int((kept["created_at"] > datetime.now(UTC).replace(tzinfo=None)).sum())
+    warnings = []
+    if unreadable:
+        warnings.append(
+            f"{column}: {unreadable} unreadable times stored empty "
+            "(use ISO 8601 such as 2024-05-01T10:00:00+02:00, or epoch seconds)"
+        )
+    if ambiguous:
+        warnings.append(
+            f"{column}: {ambiguous} ambiguous dates like 01/02/2016 (day/month or month/day?) "
+            "stored empty: write them as YYYY-MM-DD"
+        )
+    if reading:
+        warnings.append(f"{column}: dates like 01/02/2016 read as {reading}")
+    if future:
+        warnings.append(f"{column}: {future} times in the future")
+    return warnings
 
 
 def to_posts(
     table: pl.DataFrame, columns: ColumnMap, platform: str, max_chars: int, name: str = "input"
 ) -> Ingested:
-    """Validate and map a raw table to posts and users; invalid rows are skipped with a reason."""
+    """Validate and map a raw table to posts and users; invalid rows are skipped with a reason.
+
+    Raises IngestError when the file has no rows, lacks a column, holds a column of the wrong
+    type (float ids collide by rounding) or has no valid row at all.
+    """
     if table.height == 0:
         raise IngestError(f"{name} has no rows")
     require_columns(table, columns, name)
-    time_expr = (
-        parse_time(pl.col(columns.time), table.schema[columns.time])
-        if columns.time
-        else pl.lit(None, pl.Datetime)
-    )
+    no_times = pl.Series([None] * table.height, dtype=pl.Utf8)
+    times = parse_times(table[columns.time] if columns.time else no_times)
     frame = table.select(
         pl.lit(platform).alias("platform"),
         pl.col(columns.id).cast(pl.Utf8).str.strip_chars().alias("post_id"),
         pl.col(columns.user).cast(pl.Utf8).str.strip_chars().alias("user_id"),
-        time_expr.alias("created_at"),
+        pl.lit(times.values).alias("created_at"),
+        pl.lit(times.problems).alias("time_problem"),
         pl.col(columns.text).cast(pl.Utf8).alias("text"),
         pl.lit(None, pl.Utf8).alias("url"),
         pl.lit("post").alias("kind"),
@@ -129,6 +294,8 @@ def to_posts(
             "display_name"
         ),
     )
+    # one user's repeated id is an edit: its last row wins; another user's is left to the store
+    same_post = pl.struct("post_id", "user_id")
     reason = (
         pl.when(pl.col("post_id").is_null() | (pl.col("post_id") == ""))
         .then(pl.lit("missing post id"))
@@ -138,24 +305,30 @@ def to_posts(
         .then(pl.lit("empty text"))
         .when(pl.col("text").str.len_chars() > max_chars)
         .then(pl.lit(f"text longer than {max_chars} chars"))
-        .when(pl.col("post_id").is_duplicated())
+        .when(same_post.is_duplicated())
         .then(pl.lit("duplicate post id in file"))
     )
     frame = frame.with_columns(reason=reason)
-    # a duplicated id keeps its last row; the earlier copies count as skipped
-    last = pl.col("post_id").cum_count().over("post_id") == pl.len().over("post_id")
+    last = (
+        pl.int_range(pl.len()).over("post_id", "user_id") == pl.len().over("post_id", "user_id") - 1
+    )
     frame = frame.with_columns(
         reason=pl.when((pl.col("reason") == "duplicate post id in file") & last)
         .then(None)
         .otherwise(pl.col("reason"))
     )
     skipped = frame.filter(pl.col("reason").is_not_null())["reason"].value_counts()
+    skipped = dict(zip(skipped["reason"].to_list(), skipped["count"].to_list(), strict=True))
     kept = frame.filter(pl.col("reason").is_null())
+    if kept.height == 0:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        raise IngestError(f"{name}: no valid row ({reasons})")
     users = kept.group_by("platform", "user_id").agg(
         pl.col("display_name").drop_nulls().last(), pl.col("label").drop_nulls().last()
     )
     return Ingested(
         posts=kept.select("platform", "post_id", "user_id", "created_at", "text", "url", "kind"),
         users=users,
-        skipped=dict(zip(skipped["reason"].to_list(), skipped["count"].to_list(), strict=True)),
+        skipped=skipped,
+        warnings=time_warnings(kept, columns.time, times.reading),
     )

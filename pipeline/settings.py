@@ -81,7 +81,13 @@ class Settings(BaseSettings):
     )
 
     # clean
-    max_post_chars: int = Field(20_000, ge=100, description="longer posts are skipped on import")
+    max_post_chars: int = Field(
+        20_000,
+        ge=100,
+        le=100_000,
+        description="longer posts are skipped (and counted) on import and crawl; at most 100,000 "
+        "(the embedder's memory grows with text length: ~6 GB per million characters)",
+    )
     min_posts_per_user: int = Field(3, ge=1, description="users with fewer posts are not clustered")
 
     # profile

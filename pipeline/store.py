@@ -92,9 +92,13 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class UpsertCounts:
+    """What an upsert did; `refused` holds the incoming (platform, post_id, user_id) rows it
+    refused because the post id belongs to another account."""
+
     inserted: int
     updated: int
     unchanged: int
+    refused: pl.DataFrame
 
 
 def now() -> datetime:
@@ -203,43 +207,62 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 # ---------------------------------------------------------------- posts and users
 
 
-def upsert_posts(con: duckdb.DuckDBPyConnection, posts: pl.DataFrame) -> UpsertCounts:
-    """Insert new posts and update changed ones, keyed by (platform, post_id), in one go."""
+def upsert_posts(
+    con: duckdb.DuckDBPyConnection, posts: pl.DataFrame, users: pl.DataFrame | None = None
+) -> UpsertCounts:
+    """Insert new posts and update changed ones, keyed by (platform, post_id), and upsert `users`
+    with them: all in one transaction.
+
+    A post never changes its author: a row whose id is stored under another user, or whose id an
+    earlier row of `posts` gave to another user, is refused (and returned, not written). Of the
+    rows left, the last one of each id wins.
+    """
     stamp = now()
     with transaction(con):
-        con.register(
-            "incoming_frame",
-            posts.select(POST_COLUMNS).unique(["platform", "post_id"], keep="last"),
+        if users is not None:
+            upsert_users(con, users)
+        con.register("incoming_frame", posts.select(POST_COLUMNS).with_row_index("seq"))
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE incoming AS
+            SELECT f.*, coalesce(p.user_id, first_value(f.user_id) OVER (
+                PARTITION BY f.platform, f.post_id ORDER BY f.seq)) AS owner
+            FROM incoming_frame f LEFT JOIN posts p USING (platform, post_id)"""
         )
-        con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM incoming_frame")
         con.unregister("incoming_frame")
+        refused = con.sql(
+            "SELECT platform, post_id, user_id FROM incoming WHERE user_id IS DISTINCT FROM owner"
+        ).pl()
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE accepted AS
+            SELECT * EXCLUDE (seq, owner) FROM incoming WHERE user_id = owner
+            QUALIFY row_number() OVER (PARTITION BY platform, post_id ORDER BY seq DESC) = 1"""
+        )
         status = con.execute(
             """SELECT
                 count(*) FILTER (WHERE p.post_id IS NULL),
                 count(*) FILTER (WHERE p.post_id IS NOT NULL AND (p.text IS DISTINCT FROM i.text
-                    OR p.user_id IS DISTINCT FROM i.user_id
                     OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
                     OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM i.kind)),
                 count(*)
-            FROM incoming i LEFT JOIN posts p USING (platform, post_id)"""
+            FROM accepted i LEFT JOIN posts p USING (platform, post_id)"""
         ).fetchall()[0]
         con.execute(
             """INSERT INTO posts BY NAME
             SELECT i.platform, i.post_id, i.user_id, i.created_at::TIMESTAMP AS created_at, i.text,
                    i.url, coalesce(i.kind, 'post') AS kind, ? AS inserted_at, ? AS updated_at
-            FROM incoming i LEFT JOIN posts p USING (platform, post_id)
+            FROM accepted i LEFT JOIN posts p USING (platform, post_id)
             WHERE p.post_id IS NULL OR p.text IS DISTINCT FROM i.text
-               OR p.user_id IS DISTINCT FROM i.user_id
                OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
                OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM coalesce(i.kind, 'post')
             ON CONFLICT (platform, post_id) DO UPDATE SET
-                user_id = excluded.user_id, created_at = excluded.created_at, text = excluded.text,
-                url = excluded.url, kind = excluded.kind, updated_at = excluded.updated_at""",
+                created_at = excluded.created_at, text = excluded.text, url = excluded.url,
+                kind = excluded.kind, updated_at = excluded.updated_at""",
             [stamp, stamp],
         )
         con.execute("DROP TABLE incoming")
+        con.execute("DROP TABLE accepted")
     inserted, updated, total = status
-    return UpsertCounts(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
+    return UpsertCounts(inserted, updated, total - inserted - updated, refused)
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> int:
@@ -262,6 +285,21 @@ def upsert_users(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> int:
     )
     con.unregister("incoming_users")
     return incoming.height
+
+
+def texts_on_other_platforms(
+    con: duckdb.DuckDBPyConnection, platform: str, texts: pl.Series
+) -> tuple[str, int] | None:
+    """The other platform that already stores the most of `texts` (distinct), and how many."""
+    found = frame(
+        con,
+        """SELECT p.platform, count(DISTINCT p.text) AS n
+        FROM posts p SEMI JOIN incoming_texts i ON p.text = i.text
+        WHERE p.platform <> ? GROUP BY p.platform ORDER BY n DESC, p.platform LIMIT 1""",
+        [platform],
+        incoming_texts=texts.unique().to_frame("text"),
+    )
+    return found.row(0) if found.height else None
 
 
 def read_posts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

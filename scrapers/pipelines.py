@@ -1,8 +1,8 @@
 """The item pipeline: posts, profiles and crawl state into DuckDB in batches, via pipeline.store.
 
 Follows Scrapy's documented pattern (from_crawler, open_spider/close_spider, ItemAdapter). A batch
-is written when TRIBES_BATCH_SIZE posts are queued or TRIBES_FLUSH_SECONDS have passed: users,
-then posts (one transaction), then the crawl state of the accounts whose crawl completed. A kill -9
+is written when TRIBES_BATCH_SIZE posts are queued or TRIBES_FLUSH_SECONDS have passed: users
+and posts (one transaction), then the crawl state of the accounts whose crawl completed. A kill -9
 therefore loses only the posts still queued, and an account's state never runs ahead of its posts:
 the next crawl fetches again what was lost, and the upsert keeps it free of duplicates.
 
@@ -47,6 +47,7 @@ POST_SCHEMA = {
     "account": pl.Utf8,
 }
 USER_COLUMNS = ["platform", "user_id", "display_name", "label", "url", "description"]
+REFUSED_KEYS = ["platform", "post_id", "user_id"]
 STATE_SCHEMA = {
     "platform": pl.Utf8,
     "account": pl.Utf8,
@@ -178,7 +179,7 @@ class DuckDBPipeline:
         self._open = self._con = None
 
     def flush(self, force: bool = True) -> None:
-        """Write everything queued: users, then posts (one transaction), then crawl state.
+        """Write everything queued: users and posts (one transaction), then crawl state.
 
         Unforced, it leaves the queue for later while another process holds the database.
         """
@@ -192,18 +193,22 @@ class DuckDBPipeline:
             return
         started = time.perf_counter()
         posts = pl.DataFrame(self.posts, schema=POST_SCHEMA, orient="row").unique(
-            ["platform", "post_id"], keep="last", maintain_order=True
+            ["platform", "post_id", "user_id"], keep="last", maintain_order=True
         )
-        if self.users:
-            store.upsert_users(
-                con,
-                pl.DataFrame(self.users, schema=dict.fromkeys(USER_COLUMNS, pl.Utf8), orient="row"),
-            )
+        users = (
+            pl.DataFrame(self.users, schema=dict.fromkeys(USER_COLUMNS, pl.Utf8), orient="row")
+            if self.users
+            else None
+        )
         outcomes = None
         if posts.height:
             before = store.now()
-            store.upsert_posts(con, posts)
+            refused = store.upsert_posts(con, posts, users).refused
+            self.count_refused(posts.join(refused, on=REFUSED_KEYS, how="semi"))
+            posts = posts.join(refused, on=REFUSED_KEYS, how="anti")
             outcomes = store.crawl_outcomes(con, posts, before)
+        elif users is not None:
+            store.upsert_users(con, users)
         if self.states:
             store.save_crawl_state(
                 con, pl.DataFrame(self.states, schema=STATE_SCHEMA, orient="row")
@@ -218,6 +223,12 @@ class DuckDBPipeline:
             if self._idle is not None:
                 self._idle.cancel()
             self._idle = call_later(self.idle_seconds, self.release)
+
+    def count_refused(self, refused: pl.DataFrame) -> None:
+        """Posts whose id belongs to another account are not stored: skipped, with a log line."""
+        for account, n in refused["account"].value_counts().iter_rows():
+            bump(self.crawler.stats, self.sources[account], account, "skipped", n)
+            log.warning("%d posts of %s not stored: ids of another account", n, account)
 
     def count(self, stored: int, outcomes: pl.DataFrame | None, seconds: float) -> None:
         """Per-account new/updated/unchanged counts and the pipeline's own stats."""

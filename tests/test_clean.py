@@ -57,7 +57,8 @@ def test_pack_chunks_covers_every_post_in_time_order():
     chunks = pack_chunks(posts, max_chars=20)
     assert chunks.filter(pl.col("user_id") == "a")["text_clean"].to_list() == [
         "first\nsecond\nthird",
-        "x" * 30,
+        "x" * 20,  # a post longer than a chunk is cut into chunks of its own (issue 17, item 11)
+        "x" * 10,
     ]
     assert chunks.filter(pl.col("user_id") == "b")["text_clean"].to_list() == ["other"]
     assert chunks["text_hash"].to_list() == [text_hash(t) for t in chunks["text_clean"]]
