@@ -63,7 +63,11 @@ def json_of(response: Response, kind: type) -> Any:
 def describe(failure: Failure) -> str:
     """A failed request's reason in a few words."""
     if failure.check(HttpError):
-        return f"HTTP {failure.value.response.status} after retries"
+        response = failure.value.response
+        if 300 <= response.status < 400:
+            target = response.headers.get("Location", b"").decode("latin-1")
+            return f"HTTP {response.status}: redirect to {target or 'nowhere'} not followed"
+        return f"HTTP {response.status} after retries"
     if failure.check(IgnoreRequest):
         return f"not fetched ({failure.value or 'forbidden by robots.txt'})"
     return f"{failure.type.__name__}: {failure.getErrorMessage()}"
