@@ -339,7 +339,7 @@ def crawl(
         )
     console.print(view)
     console.print(summary.line(), highlight=False, soft_wrap=True)
-    if all(row.errors for row in summary.accounts):
+    if summary.accounts and all(row.errors for row in summary.accounts):
         raise fail(f"every account failed (reasons above; log: {summary.log})")
 
 

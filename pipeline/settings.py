@@ -132,7 +132,9 @@ class Settings(BaseSettings):
         pattern=r"^[^\s()]+$",
         description="how sites reach you (a URL or e-mail), sent in the User-Agent: set it",
     )
-    crawl_delay: float = Field(1.0, ge=0.0, description="least seconds between requests to a site")
+    crawl_delay: float = Field(
+        1.0, ge=0.0, description="least seconds between requests to a host, across all sources"
+    )
     crawl_concurrency_per_domain: int = Field(2, ge=1, le=64)
     crawl_retries: int = Field(3, ge=0, le=10, description="retries of a 429/5xx/network failure")
     crawl_batch_size: int = Field(1000, ge=1, description="posts per DuckDB transaction")

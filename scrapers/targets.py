@@ -48,9 +48,10 @@ class Targets:
 
     def refusal(self, url: str) -> str | None:
         """Why `url` must not be requested (scheme or host), or None when it may be."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in SCHEMES:
-            return f"only http(s) URLs are fetched, not {parts.scheme or 'a relative'}: URLs"
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in SCHEMES:
+            kind = f"{scheme}: URLs" if scheme else "URLs without a scheme"
+            return f"only http(s) URLs are fetched, not {kind}"
         host = url_host(url)
         if host not in self.hosts:
             allowed = ", ".join(sorted(self.hosts))

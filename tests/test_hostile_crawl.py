@@ -284,8 +284,12 @@ def test_a_truncated_feed_is_an_error_that_keeps_the_mark_and_loses_nothing(work
         source = server.source("rss", "feeds")
         feed = source["accounts"][0]["handle"]
         db = workdir / "t.duckdb"
+        with urllib.request.urlopen(feed) as answer:  # served with a benign charset mismatch
+            server.script(
+                "/rss/feedy.xml", Reply(200, answer.read(), {"Content-Type": "text/plain"})
+            )
         counts, _ = crawl(workdir, [source])
-        assert counts[feed]["new"] == 10
+        assert (counts[feed]["new"], counts[feed]["errors"]) == (10, 0)
         mark = rows(db, "SELECT newest_post_id FROM crawl_state WHERE account = ?", [feed])
         server.add_posts(one_feed_of(40, start + timedelta(days=30)))  # 50 entries now
         with urllib.request.urlopen(feed) as answer:
