@@ -300,6 +300,13 @@ def crawl(
     except ValueError:
         raise fail(f"--since {since!r} is not a date like 2024-01-31") from None
     run_guarded(lambda: load_sources(config.sources).select(source))
+    if not config.contact:
+        Console(stderr=True).print(
+            "warning: no `contact` setting: sites cannot tell who crawls them "
+            "(set contact in tribes.toml, see docs/crawling.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         summary = run_guarded(
             lambda: crawl_flow(
@@ -317,6 +324,7 @@ def crawl(
     view.add_column("account", overflow="fold")
     for column in ("new", "updated", "unchanged", "skipped", "errors"):
         view.add_column(column, justify="right")
+    view.add_column("last error", overflow="fold")
     for row in summary.accounts:
         errors = Text(str(row.errors), style="red" if row.errors else "")
         view.add_row(
@@ -327,9 +335,12 @@ def crawl(
             str(row.unchanged),
             str(row.skipped),
             errors,
+            row.reason or "",
         )
     console.print(view)
     console.print(summary.line(), highlight=False, soft_wrap=True)
+    if summary.accounts and all(row.errors for row in summary.accounts):
+        raise fail(f"every account failed (reasons above; log: {summary.log})")
 
 
 @app.command()

@@ -55,6 +55,7 @@ class AccountCounts:
     unchanged: int = 0
     skipped: int = 0
     errors: int = 0
+    reason: str | None = None  # why the last error happened
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def crawl(
             logger.info(
                 f"{row.source} {row.account}: {row.new} new, {row.updated} updated, "
                 f"{row.unchanged} unchanged, {row.skipped} skipped, {row.errors} errors"
+                + (f" (last: {row.reason})" if row.reason else "")
             )
     logger.info(summary.line())
     return summary

@@ -20,6 +20,7 @@ ProfileMethod = Literal["chunk_mean", "mean", "centered_mean", "debiased_mean"]
 CRAWL_SETTINGS = {
     "sources",
     "user_agent",
+    "contact",
     "crawl_delay",
     "crawl_concurrency_per_domain",
     "crawl_retries",
@@ -129,9 +130,17 @@ class Settings(BaseSettings):
     user_agent: str = Field(
         "TribesBot/0.1 (research crawler)",
         min_length=8,
-        description="identifies the crawler to sites: put a contact URL in it",
+        description="identifies the crawler to sites (the `contact` is added to it)",
     )
-    crawl_delay: float = Field(1.0, ge=0.0, description="least seconds between requests to a site")
+    contact: str | None = Field(
+        None,
+        min_length=3,
+        pattern=r"^[^\s()]+$",
+        description="how sites reach you (a URL or e-mail), sent in the User-Agent: set it",
+    )
+    crawl_delay: float = Field(
+        1.0, ge=0.0, description="least seconds between requests to a host, across all sources"
+    )
     crawl_concurrency_per_domain: int = Field(2, ge=1, le=64)
     crawl_retries: int = Field(3, ge=0, le=10, description="retries of a 429/5xx/network failure")
     crawl_batch_size: int = Field(1000, ge=1, description="posts per DuckDB transaction")

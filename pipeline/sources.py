@@ -24,6 +24,7 @@ BLUESKY_APPVIEW = "https://public.api.bsky.app"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _MASTODON_USER = re.compile(r"[A-Za-z0-9_.-]+")
 _BLUESKY_HANDLE = re.compile(r"([A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|did:[a-z]+:[A-Za-z0-9._:%-]+")
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class SourcesError(ValueError):
@@ -53,6 +54,19 @@ def http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def host_name(value: str) -> str:
+    """A host name (dot-separated labels of letters, digits and inner hyphens), lower-cased."""
+    host = value.strip().lower()
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError(f"{value!r} is not a host name")
+    return host
+
+
+def url_host(url: str) -> str:
+    """The lower-cased host of an http(s) URL (an IPv6 address without its brackets)."""
+    return (urlsplit(url).hostname or "").lower()
+
+
 def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
     """Parse `user`, `@user@domain` or `https://domain/@user` (with the source's `api`)."""
     text = handle.strip()
@@ -65,12 +79,14 @@ def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
     user, _, domain = text.lstrip("@").partition("@")
     if not _MASTODON_USER.fullmatch(user):
         raise ValueError(f"{handle!r} is not a Mastodon handle (user, user@domain or profile URL)")
-    domain = domain or (urlsplit(instance).hostname if instance else "") or ""
+    domain = domain or (url_host(instance) if instance else "")
     if not domain:
         raise ValueError(f"{handle!r} needs a domain (user@instance) or the source an api URL")
-    return MastodonAccount(
-        username=user, domain=domain.lower(), instance=instance or f"https://{domain.lower()}"
-    )
+    try:
+        domain = host_name(domain)
+    except ValueError:
+        raise ValueError(f"{handle!r}: the domain {domain!r} is not a host name") from None
+    return MastodonAccount(username=user, domain=domain, instance=instance or f"https://{domain}")
 
 
 def bluesky_actor(handle: str) -> str:
@@ -141,6 +157,11 @@ class Source(BaseModel):
     )
     accounts: list[Account] = Field(min_length=1)
     selectors: Selectors | None = None
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="more hosts that links and redirects may lead to (the accounts' and the "
+        "api's hosts always may)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -155,6 +176,11 @@ class Source(BaseModel):
         if value is not None and not http_url(value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        return [host_name(host) for host in value]
 
     @field_validator("accounts", mode="before")
     @classmethod
@@ -184,6 +210,17 @@ class Source(BaseModel):
         if not http_url(account.handle.strip()):
             raise ValueError(f"{account.handle!r} must be an http(s) URL for {self.platform}")
         return account.handle.strip()
+
+    def hosts(self, account: Account | None = None) -> set[str]:
+        """The hosts that requests for `account` (default: for any account) may go to."""
+        if self.platform == "bluesky":
+            urls = [self.bluesky_api]
+        elif self.platform == "mastodon":
+            chosen = [account] if account else self.accounts
+            urls = [mastodon_account(a.handle, self.api).instance for a in chosen]
+        else:
+            urls = [a.handle.strip() for a in ([account] if account else self.accounts)]
+        return {url_host(url) for url in urls} | set(self.allowed_hosts)
 
     @property
     def bluesky_api(self) -> str:

@@ -1,4 +1,5 @@
-"""Politeness and robustness: Retry-After and backoff on retries, per-account error counting."""
+"""Safety, politeness and robustness: only allowed targets, Retry-After and backoff on retries,
+per-account error counting."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep
+from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.response import response_status_message
+
+from pipeline.sources import url_host
+from scrapers.targets import ip_address
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -19,6 +25,8 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 log = logging.getLogger(__name__)
+
+PAUSING_STATUSES = (429, 503)  # answers whose Retry-After pauses the whole host
 
 
 def retry_after_seconds(value: bytes | str | None) -> float | None:
@@ -38,10 +46,48 @@ def retry_after_seconds(value: bytes | str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+async def resolve(host: str) -> str:
+    """The address the download will connect to: Scrapy's caching resolver answers both."""
+    from twisted.internet import reactor
+
+    if ip_address(host):
+        return host
+    return await maybe_deferred_to_future(reactor.resolver.getHostByName(host))
+
+
+class SafeTargetsMiddleware:
+    """Refuse (never fetch) a request that is not http(s), goes to a host its account's source
+    does not configure, or whose host resolves to a non-public address the source is not on.
+
+    It sits before every other downloader middleware, so it sees each request first, and a
+    redirect's new request passes it again. A refusal fails the request (IgnoreRequest), which the
+    spider counts as an error of the account, with the reason.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> SafeTargetsMiddleware:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        targets = self.crawler.spider.targets(request.meta.get("tribes"))
+        problem = targets.refusal(request.url)
+        if problem is None:
+            host = url_host(request.url)
+            problem = targets.address_refusal(host, await resolve(host))
+        if problem is not None:
+            self.crawler.stats.inc_value("tribes/refused_requests")
+            log.warning("refused %s: %s", request.url, problem)
+            raise IgnoreRequest(f"refused: {problem}")
+
+
 class PoliteRetryMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware that also waits before each retry.
 
-    A 429 or 503 with `Retry-After` waits that long (and slows the whole site down to it);
+    A 429 or 503 with `Retry-After` has paused every download to its host that long already
+    (scrapers/pacing.py), so its retry waits with them (and the spider's site slows down to it);
     other retryable answers and network errors wait TRIBES_RETRY_BACKOFF * 2**(n-1) seconds
     (with jitter, at most TRIBES_RETRY_BACKOFF_MAX). A Retry-After beyond TRIBES_RETRY_AFTER_MAX
     gives the request up at once, so one throttled site cannot stall the crawl.
@@ -67,7 +113,11 @@ class PoliteRetryMiddleware(RetryMiddleware):
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
             return response
-        asked = retry_after_seconds(response.headers.get("Retry-After"))
+        asked = (
+            retry_after_seconds(response.headers.get("Retry-After"))
+            if response.status in PAUSING_STATUSES
+            else None
+        )
         if asked is not None and asked > self.retry_after_max:
             log.warning(
                 "%s asks to retry in %.0fs (more than TRIBES_RETRY_AFTER_MAX): giving up",
@@ -78,11 +128,11 @@ class PoliteRetryMiddleware(RetryMiddleware):
         retry = self._retry(request, response_status_message(response.status))
         if retry is None:
             return response
-        if asked is not None:
+        if asked is not None:  # the host is paused for everyone: the retry waits its turn
             self.slow_down(request, asked)
-            wait = asked
-        else:
-            wait = self.backoff_delay(retry.meta["retry_times"])
+            self.crawler.stats.inc_value("tribes/retry_wait_seconds", round(asked, 3))
+            return retry
+        wait = self.backoff_delay(retry.meta["retry_times"])
         self.crawler.stats.inc_value("tribes/retry_wait_seconds", round(wait, 3))
         await sleep(wait)
         return retry

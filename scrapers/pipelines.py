@@ -27,6 +27,7 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
 from pipeline import store
+from pipeline.sources import http_url
 from scrapers.items import AccountDone, PostItem, UserItem
 from scrapers.tally import bump
 
@@ -58,6 +59,12 @@ STATE_SCHEMA = {
 YIELD_SECONDS = 2.5  # longer than store.connect's polling interval, so a waiting writer gets in
 RETRY_SECONDS = 1.0  # how soon to try again when another process holds the database
 MAX_PENDING_BATCHES = 10  # past this many queued batches, wait for the database instead
+
+
+def web_url(adapter: ItemAdapter) -> dict[str, str | None]:
+    """The item's `url` when it is http(s); a javascript:, data:, file: ... link is not kept."""
+    url = adapter.get("url")
+    return {"url": url if url and http_url(url) else None}
 
 
 class DuckDBPipeline:
@@ -123,7 +130,7 @@ class DuckDBPipeline:
         if isinstance(item, PostItem):
             self.add_post(adapter)
         elif isinstance(item, UserItem):
-            self.users.append({c: adapter.get(c) for c in USER_COLUMNS})
+            self.users.append({c: adapter.get(c) for c in USER_COLUMNS} | web_url(adapter))
         elif isinstance(item, AccountDone):
             self.states.append({c: adapter.get(c) for c in STATE_SCHEMA})
         if self.due():
@@ -144,7 +151,9 @@ class DuckDBPipeline:
             bump(self.crawler.stats, adapter["source"], adapter["account"], "skipped")
             raise DropItem(f"{adapter['platform']} post {adapter['post_id']}: {reason}")
         self.sources[adapter["account"]] = adapter["source"]
-        self.posts.append({c: adapter.get(c) for c in POST_SCHEMA} | {"text": text})
+        self.posts.append(
+            {c: adapter.get(c) for c in POST_SCHEMA} | {"text": text} | web_url(adapter)
+        )
 
     def due(self) -> bool:
         """A full batch or an old one is queued, and we are not giving way to another writer."""

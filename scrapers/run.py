@@ -48,10 +48,22 @@ REPORTED_STATS = (
     "tribes/flushes",
     "tribes/store_seconds",
     "tribes/retry_wait_seconds",
+    "tribes/refused_requests",
     "elapsed_time_seconds",
     "finish_reason",
     "log_count/ERROR",
 )
+
+
+def user_agent(tribes: Settings) -> str:
+    """The `user_agent` setting with the `contact` in its comment, e.g.
+    `TribesBot/0.1 (research crawler; +https://example.org/bot)`."""
+    agent = tribes.user_agent.strip()
+    if not tribes.contact or tribes.contact in agent:
+        return agent
+    if agent.endswith(")"):
+        return f"{agent[:-1]}; +{tribes.contact})"
+    return f"{agent} (+{tribes.contact})"
 
 
 def scrapy_settings(tribes: Settings, overrides: dict[str, str]) -> ScrapySettings:
@@ -60,7 +72,7 @@ def scrapy_settings(tribes: Settings, overrides: dict[str, str]) -> ScrapySettin
     settings.setmodule("scrapers.settings", priority="project")
     settings.setdict(
         {
-            "USER_AGENT": tribes.user_agent,
+            "USER_AGENT": user_agent(tribes),
             "DOWNLOAD_DELAY": tribes.crawl_delay,
             "AUTOTHROTTLE_START_DELAY": 2 * tribes.crawl_delay,
             "CONCURRENT_REQUESTS_PER_DOMAIN": tribes.crawl_concurrency_per_domain,

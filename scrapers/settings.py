@@ -10,13 +10,13 @@ SPIDER_MODULES = ["scrapers.spiders"]
 NEWSPIDER_MODULE = "scrapers.spiders"
 
 # politeness
-USER_AGENT = "TribesBot/0.1 (research crawler)"
+USER_AGENT = "TribesBot/0.1 (research crawler)"  # scrapers.run adds the `contact` setting
 ROBOTSTXT_OBEY = True
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 2.0
 AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
-DOWNLOAD_DELAY = 1.0  # AutoThrottle never goes below it
+DOWNLOAD_DELAY = 1.0  # the least gap between requests to a host, across all sources
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
 DOWNLOAD_TIMEOUT = 30
@@ -31,9 +31,21 @@ TRIBES_RETRY_BACKOFF = 2.0  # seconds before the first retry, doubled each time
 TRIBES_RETRY_BACKOFF_MAX = 120.0
 TRIBES_RETRY_AFTER_MAX = 900.0  # a longer Retry-After gives the account up for this crawl
 
+# safety: only http(s), only the configured hosts (every request, redirects included: the
+# middleware runs first), no other URL scheme can even be downloaded
 DOWNLOADER_MIDDLEWARES = {
+    "scrapers.middlewares.SafeTargetsMiddleware": 10,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scrapers.middlewares.PoliteRetryMiddleware": 550,
+}
+# politeness across sources: one pace per host for the whole crawl (scrapers/pacing.py)
+DOWNLOAD_HANDLERS = {
+    "http": "scrapers.pacing.PacedDownloadHandler",
+    "https": "scrapers.pacing.PacedDownloadHandler",
+    "file": None,
+    "data": None,
+    "ftp": None,
+    "s3": None,
 }
 SPIDER_MIDDLEWARES = {"scrapers.middlewares.AccountErrorsMiddleware": 50}
 ITEM_PIPELINES = {"scrapers.pipelines.DuckDBPipeline": 300}

@@ -17,12 +17,17 @@ from twisted.python.failure import Failure
 from pipeline import store
 from pipeline.sources import Account, Source, load_sources
 from scrapers.items import AccountDone, PostItem
-from scrapers.tally import bump
+from scrapers.tally import bump, note_reason
+from scrapers.targets import Targets
 from scrapers.text import parse_time
 
 
 class ParseError(ValueError):
     """A page that does not look like what the platform documents."""
+
+
+class RefusedLink(ValueError):
+    """A link that leads where the crawler must not go (see scrapers/targets.py)."""
 
 
 @dataclass
@@ -58,7 +63,11 @@ def json_of(response: Response, kind: type) -> Any:
 def describe(failure: Failure) -> str:
     """A failed request's reason in a few words."""
     if failure.check(HttpError):
-        return f"HTTP {failure.value.response.status} after retries"
+        response = failure.value.response
+        if 300 <= response.status < 400:
+            target = response.headers.get("Location", b"").decode("latin-1")
+            return f"HTTP {response.status}: redirect to {target or 'nowhere'} not followed"
+        return f"HTTP {response.status} after retries"
     if failure.check(IgnoreRequest):
         return f"not fetched ({failure.value or 'forbidden by robots.txt'})"
     return f"{failure.type.__name__}: {failure.getErrorMessage()}"
@@ -92,6 +101,10 @@ class AccountSpider(scrapy.Spider):
         if source.platform != self.platform:
             raise ValueError(f"source {source.name!r} is {source.platform}, not {self.platform}")
         self.source = source
+        self.account_targets = {
+            source.account_key(a): Targets(frozenset(source.hosts(a))) for a in source.accounts
+        }
+        self.source_targets = Targets(frozenset(source.hosts()))
         self.max_posts = int(max_posts_per_user) if max_posts_per_user else None
         self.since = parse_time(since) if isinstance(since, str) else since
 
@@ -128,9 +141,17 @@ class AccountSpider(scrapy.Spider):
 
     # ------------------------------------------------------------ requests and errors
 
+    def targets(self, run: AccountRun | None) -> Targets:
+        """Where requests of this account (None: of any account, e.g. robots.txt) may go."""
+        return self.account_targets[run.account] if run else self.source_targets
+
     def request(
         self, url: str, run: AccountRun, callback: Callable, **kwargs: Any
     ) -> scrapy.Request:
+        """A request of the account; RefusedLink when `url` leads where we must not go."""
+        problem = self.targets(run).refusal(url)
+        if problem:
+            raise RefusedLink(f"link {url} refused: {problem}")
         meta = {"tribes": run, **kwargs.pop("meta", {})}
         return scrapy.Request(
             url, callback=callback, errback=self.request_failed, meta=meta, **kwargs
@@ -141,8 +162,9 @@ class AccountSpider(scrapy.Spider):
         self.account_failed(run, f"{failure.request.url}: {describe(failure)}")
 
     def account_failed(self, run: AccountRun, reason: str) -> None:
-        """Count one error for the account; its crawl state stays as it was."""
+        """Count one error for the account and keep its reason; its crawl state stays as it was."""
         bump(self.crawler.stats, run.source, run.account, "errors")
+        note_reason(self.crawler.stats, run.source, run.account, reason)
         self.logger.warning("%s %s: %s", run.source, run.account, reason)
 
     # ------------------------------------------------------------ posts and limits

@@ -2,7 +2,9 @@
 
 Each account is a start URL. Posts are the elements matching `selectors.post`; inside each,
 `text`, `date`, `id` and `url` select the fields; `next_page` selects the link to older posts.
-A page where the post selector matches nothing counts as an error (the site changed).
+A post's id is the account URL, `#` and its `id` (else its url, else a hash of text and date), so
+two sites never share one. A page where the post selector matches nothing counts as an error (the
+site changed); a next link to another host or scheme too (it is not followed).
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ class HtmlSpider(AccountSpider):
             created = parse_time(first_value(element, rules.date))
             link = first_value(element, rules.url)
             url = response.urljoin(link) if link else None
-            post_id = (
+            local_id = (
                 first_value(element, rules.id)
                 or url
                 or hashlib.sha1(f"{text}|{created}".encode()).hexdigest()
             )
+            post_id = f"{run.account}#{local_id}"  # two sites' element ids never collide
             if self.stop_before(run, post_id, created):
                 finished = True
                 break

@@ -6,6 +6,7 @@ GET /api/v1/accounts/lookup?acct=USER, then GET /api/v1/accounts/:id/statuses?li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,8 @@ from pipeline.sources import MastodonAccount, mastodon_account
 from scrapers.items import UserItem
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import html_to_text, parse_time
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]+")  # it becomes part of the next URL's path
 
 
 def id_order(status_id: str) -> tuple[int, int | str]:
@@ -45,8 +48,8 @@ class MastodonSpider(AccountSpider):
     def parse_account(self, response: Response, who: MastodonAccount) -> Iterator[Any]:
         run: AccountRun = response.meta["tribes"]
         account = json_of(response, dict)
-        if not account.get("id"):
-            raise ParseError("the lookup answer has no account id")
+        if not ACCOUNT_ID.fullmatch(str(account.get("id") or "")):
+            raise ParseError(f"the lookup answer has no valid account id ({account.get('id')!r})")
         yield UserItem(
             self.platform,
             run.user_id,

@@ -1,7 +1,8 @@
 """RSS and Atom feeds (blogs, YouTube channels, news sites): one account per feed URL.
 
 The feed is parsed with feedparser. A second crawl sends the stored ETag / Last-Modified (a 304
-means nothing new) and skips entries no newer than the newest one already stored.
+means nothing new) and skips entries no newer than the newest one already stored. A feed with a
+parse error (e.g. truncated) is an account error: the entries read are stored, the mark stays.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def entry_text(entry: Any) -> str:
     return body or title
 
 
+def parse_error(feed: Any) -> Exception | None:
+    """The feed's real parse error (a truncated or malformed document), not a benign warning
+    such as a charset or content-type mismatch."""
+    problem = feed.get("bozo_exception") if feed.get("bozo") else None
+    return None if isinstance(problem, feedparser.ThingsNobodyCaresAboutButMe) else problem
+
+
 def entry_id(entry: Any, text: str) -> str:
     return entry.get("id") or entry.get("link") or hashlib.sha1(text.encode()).hexdigest()
 
@@ -90,6 +98,7 @@ class FeedSpider(AccountSpider):
         if not feed.get("version") or (feed.get("bozo") and not feed.entries):
             problem = feed.get("bozo_exception") or "unknown format"
             raise ParseError(f"not an RSS or Atom feed ({problem})")
+        broken = parse_error(feed)
         info = feed.feed
         yield UserItem(
             self.platform,
@@ -109,6 +118,8 @@ class FeedSpider(AccountSpider):
             if self.stop_before(run, post_id, created):
                 break
             yield self.post(run, post_id, created, text, entry.get("link"))
+        if broken:  # keep what parsed, but not as the account's mark: the next crawl refetches
+            raise ParseError(f"the feed is broken ({broken}); its mark stays where it was")
         cursor = {
             "etag": response.headers.get("ETag", b"").decode("latin-1"),
             "modified": response.headers.get("Last-Modified", b"").decode("latin-1"),
