@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -122,7 +121,6 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 DATABASE_SUFFIXES = (".duckdb", ".db")
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of every DuckDB file
-HEADER_BYTES = 3 * 4096  # the main header and the two database headers before the first block
 DAMAGE_SIGNS = ("Corrupt database file", "Could not read enough bytes")
 Mode = Literal["read", "write"]
 
@@ -133,8 +131,8 @@ class StoreLocked(StoreError):
 
 def check_database_file(path: Path, mode: Mode) -> None:
     """Refuse what is not a DuckDB database before DuckDB sees it: another kind of file (DuckDB
-    would open an empty in-memory database instead), a truncated file, a missing database for
-    reading, a new database without a .duckdb/.db name."""
+    would open an empty in-memory database instead), a missing database for reading, a new
+    database without a .duckdb/.db name."""
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a DuckDB database file")
     if not path.exists():
@@ -144,45 +142,39 @@ def check_database_file(path: Path, mode: Mode) -> None:
             raise StoreError(f"a new database needs a .duckdb or .db name, not {path.name!r}")
         return
     with path.open("rb") as file:
-        header = file.read(HEADER_BYTES)
+        header = file.read(12)
     if header[8:12] != DUCKDB_MAGIC:
         raise StoreError(
             f"{path} is not a DuckDB database (import CSV, JSON Lines or Parquet files with "
             "`tribes import FILE`)"
         )
-    needed = _size_in_header(header)
-    size = path.stat().st_size
-    if needed and size < needed:
-        raise StoreError(
-            f"database {path} is truncated ({size:,} of {needed:,} bytes): restore it from a copy"
-        )
-
-
-def _size_in_header(header: bytes) -> int | None:
-    """The file size DuckDB's newest database header accounts for; None when unreadable."""
-    if len(header) < HEADER_BYTES:
-        return None
-    newest = max(
-        (struct.unpack_from("<6Q", header, offset) for offset in (4096, 8192)),
-        key=lambda fields: fields[1],  # (checksum, iteration, meta, free list, blocks, block size)
-    )
-    blocks, block_size = newest[4], newest[5]
-    plausible = 4096 <= block_size <= 1 << 30 and block_size & (block_size - 1) == 0
-    return HEADER_BYTES + blocks * block_size if plausible and blocks < 1 << 40 else None
 
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
+    except duckdb.Error as exc:
         message = str(exc)
-        if "lock" in message.lower():
+        if isinstance(exc, duckdb.IOException) and "lock" in message.lower():
             raise StoreLocked(
                 f"database {path} is locked by another process{_holder(message)}"
             ) from exc
-        raise StoreError(f"cannot open database {path}: {message.splitlines()[0]}") from exc
-    except duckdb.Error as exc:
-        raise StoreError(f"{path} is not a readable DuckDB database: {exc}") from exc
+        raise _damaged(path, exc) or StoreError(
+            f"cannot open database {path}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _damaged(path: Path, exc: duckdb.Error) -> StoreError | None:
+    """The one-line error for a truncated or scribbled database file; None for other errors
+    (DuckDB finds a damaged block only when it reads it: at open or in any query)."""
+    first = _first_line(exc)
+    if any(sign in first for sign in DAMAGE_SIGNS):
+        return StoreError(f"database {path} is damaged or truncated: {first}")
+    return None
 
 
 def _holder(lock_message: str) -> str:
@@ -218,10 +210,10 @@ def _session(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.Duck
     try:
         yield con
     except duckdb.Error as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if any(sign in first for sign in DAMAGE_SIGNS):
-            raise StoreError(f"database {path} is damaged: {first}") from exc
-        raise
+        damaged = _damaged(path, exc)
+        if damaged is None:
+            raise
+        raise damaged from exc
     finally:
         con.close()
 

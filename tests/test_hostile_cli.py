@@ -115,17 +115,13 @@ def test_read_commands_refuse_a_missing_database_and_create_none(workdir, comman
 def test_truncated_and_damaged_databases_are_named_in_one_line(refreshed, workdir):
     truncated = shutil.copy(refreshed, workdir / "truncated.duckdb")
     os.truncate(truncated, Path(truncated).stat().st_size // 2)
-    for command in (
-        ["status"],
-        ["clusters"],
-        ["import", str(write_posts(workdir / "p.csv", 1, 3))],
-    ):
+    for command in (["status"], ["clusters"], ["report"]):
         result = tribes("--db", str(truncated), *command)
-        assert_one_line_error(result, "truncated.duckdb", "truncated")
+        assert_one_line_error(result, "truncated.duckdb", "damaged or truncated")
 
     damaged = Path(shutil.copy(refreshed, workdir / "damaged.duckdb"))
     with damaged.open("r+b") as file:  # scribble over the middle of every data block
-        for block in range(store.HEADER_BYTES, damaged.stat().st_size, 1 << 18):
+        for block in range(3 * 4096, damaged.stat().st_size, 1 << 18):
             file.seek(block + 4096)
             file.write(b"\x55" * 8192)
     result = tribes("--db", str(damaged), "clusters")
