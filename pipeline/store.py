@@ -179,7 +179,7 @@ def _damaged(path: Path, exc: duckdb.Error) -> StoreError | None:
 
 def _holder(lock_message: str) -> str:
     """' (pid N)' of the process DuckDB names in a lock error, else ''."""
-    found = re.search(r"\(PID (\d+)\)", lock_message)
+    found = re.search(r"\(PID (\d+)\)", lock_message, re.IGNORECASE)
     return f" (pid {found.group(1)})" if found else ""
 
 
@@ -199,7 +199,12 @@ def _open_waiting(path: Path, read_only: bool, wait_seconds: float) -> duckdb.Du
                     "(lock_wait_seconds sets the wait)"
                 ) from None
             if pause == 0.05:
-                log.warning("%s; waiting up to %g s for it", exc, wait_seconds)
+                log.warning(
+                    "database %s is busy (another writer); waiting for it up to %g s%s",
+                    path,
+                    wait_seconds,
+                    _holder(str(exc)),
+                )
             time.sleep(min(pause, left))
             pause = min(2.0, pause * 2)
 
