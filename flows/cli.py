@@ -9,12 +9,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.settings import ProfileMethod, Settings, load_settings
+from flows.console import SafeConsole
+from pipeline.settings import (
+    ProfileMethod,
+    Settings,
+    SettingsError,
+    closest_setting,
+    load_settings,
+    settings_file,
+    unknown_variables,
+)
 
 if TYPE_CHECKING:
     from flows.evaluate import Scores
@@ -25,30 +33,59 @@ PRODUCTS = SAMPLE.with_name("products.csv")  # project-authored demo catalogue, 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
 )
-console = Console(markup=False)  # crawled names may hold [brackets]: never markup
+# Both consoles strip control characters: crawled text cannot drive the terminal.
+console = SafeConsole(markup=False)  # crawled names may hold [brackets]: never markup
+errors = SafeConsole(stderr=True)
 state: dict[str, object] = {}
 
 
 def fail(message: str) -> typer.Exit:
-    stderr = Console(stderr=True)
-    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def warn(message: str) -> None:
+    errors.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def settings(**overrides: object) -> Settings:
     try:
         return load_settings(db=state.get("db"), **overrides)
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        message = f"bad setting {where}: {first['msg']} (check flags, TRIBES_* and tribes.toml)"
-        raise fail(message) from None
+        raise fail(setting_problem(exc)) from None
+
+
+def setting_problem(exc: ValidationError) -> str:
+    """The first invalid setting, in one line."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    if first["type"] == "extra_forbidden":  # only tribes.toml can name an unknown setting
+        near = closest_setting(where)
+        return f"{settings_file()}: unknown setting {where}" + (
+            f" (did you mean {near}?)" if near else ""
+        )
+    return f"bad setting {where}: {first['msg']} (check flags, TRIBES_* and tribes.toml)"
+
+
+def prepare(config: Settings) -> None:
+    """What every command does first: warn about mistyped TRIBES_* variables, and keep Prefect's
+    files in a writable state folder."""
+    for warning in unknown_variables(os.environ):
+        warn(warning)
+    use_project_prefect_home(config)
 
 
 def use_project_prefect_home(config: Settings) -> None:
     """Keep Prefect's database, caches and results in the state folder, not in $HOME."""
     home = (config.state / "prefect").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"cannot create state folder {home}: {exc.strerror}") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise fail(f"state folder {home} is not writable (state_dir, TRIBES_STATE_DIR)")
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "storage"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -72,7 +109,7 @@ def main(
 ) -> None:
     """Tribes: find the interest communities among social-media users."""
     state["db"] = db
-    use_project_prefect_home(settings())
+    prepare(settings())
 
 
 @app.command("import")
@@ -118,6 +155,7 @@ def refresh(
         random_state=random_state,
     )
     config = settings(**overrides)
+    check_refresh(config)
     from flows.refresh import refresh as refresh_flow
 
     run_id = run_guarded(lambda: refresh_flow(db=str(config.db), full=full, **overrides))
@@ -125,6 +163,32 @@ def refresh(
     page = config.reports_dir / run_id / "report.html"
     if page.exists():
         console.print(f"report: {page.resolve()}", highlight=False, soft_wrap=True)
+
+
+def check_refresh(config: Settings) -> None:
+    """Refuse, before Prefect starts, a refresh that cannot work: a model path that cannot load,
+    a database without users to cluster; warn when min_cluster_size exceeds the users."""
+    from pipeline import embed, store
+
+    def counts() -> store.PostCounts:
+        embed.check_model(config.model)
+        with store.open(config) as con:
+            return store.post_counts(con, config.min_posts_per_user)
+
+    found = run_guarded(counts)
+    least = f"min_posts_per_user={config.min_posts_per_user}"
+    if found.posts == 0:
+        raise fail(f"database {config.db} holds no posts: run `tribes import` first")
+    if found.users_with_enough == 0:
+        raise fail(
+            f"no user has at least {least} posts ({found.users} users, {found.posts} posts): "
+            "import more posts or lower min_posts_per_user"
+        )
+    if config.min_cluster_size and config.min_cluster_size > found.users_with_enough:
+        warn(
+            f"min_cluster_size={config.min_cluster_size} exceeds the {found.users_with_enough} "
+            f"users to cluster (those with at least {least} posts): it is capped at half of them"
+        )
 
 
 @app.command()
@@ -139,7 +203,7 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
     from pipeline import store
 
     def read():
-        with store.connect(config.db, wait_seconds=30) as con:
+        with store.open(config) as con:
             chosen = run_id or store.latest_run_id(con)
             if chosen is None:
                 raise store.StoreError("no completed run yet: run `tribes refresh` first")
@@ -171,7 +235,7 @@ def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10
     config = settings()
 
     def read():
-        with store.connect(config.db, wait_seconds=30) as con:
+        with store.open(config) as con:
             return store.runs_table(con, limit)
 
     table = run_guarded(read)

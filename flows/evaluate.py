@@ -51,12 +51,12 @@ def read_labels(settings: Settings, labels: str) -> pl.DataFrame:
         raise ValueError(
             f"--labels must be a .csv/.parquet file or the users column 'label', not {labels!r}"
         )
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         return store.read_users(con).select("user_id", "label").drop_nulls()
 
 
 def run_members(settings: Settings, run_id: str) -> pl.DataFrame:
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         return store.frame(
             con,
             "SELECT user_id, cluster_id, is_outlier FROM user_clusters WHERE run_id = ?",
@@ -65,7 +65,7 @@ def run_members(settings: Settings, run_id: str) -> pl.DataFrame:
 
 
 def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         terms = store.frame(
             con,
             "SELECT cluster_id, term FROM cluster_terms WHERE run_id = ? ORDER BY cluster_id, rank",
@@ -75,7 +75,7 @@ def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
 
 
 def cleaned_posts(settings: Settings) -> pl.DataFrame:
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         posts = store.read_posts(con)
     return clean.clean_posts(posts, settings.min_posts_per_user)
 
@@ -141,7 +141,7 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
     headline = evaluate.agreement(first["label"], first["cluster_id"])
     topics = run_topics(settings, runs[0])
     texts = cleaned_posts(settings)["text_clean"].to_list()
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         names = store.cluster_table(con, runs[0]).select("cluster_id", "label")
     composition = evaluate.cluster_composition(first["label"], first["cluster_id"])
     return Scores(

@@ -16,7 +16,7 @@ from pipeline.settings import Settings
 def import_catalogue(settings: Settings, path: str) -> int:
     """Validate a catalogue file completely, then make it the `products` table; returns rows."""
     products = rec.read_catalogue(Path(path)).rename({"id": "product_id"})
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings, "write") as con:
         return store.replace_products(con, products)
 
 
@@ -63,7 +63,7 @@ def recommendations_for(
     every reason there can be none raises a one-line error."""
     if (user is None) == (cluster is None):
         raise rec.RecommendError("pass exactly one of --user NAME or --cluster ID")
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings) as con:
         run_id = run_id or store.latest_run_id(con)
         if run_id is None:
             raise store.StoreError("no completed run yet: run `tribes refresh` first")

@@ -44,17 +44,29 @@ def write_report(
 ) -> Path:
     """Write report.html and map.png of a run (default: the latest completed one); returns the
     HTML path, by default `reports_dir/RUN_ID/report.html`."""
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    if out_dir is not None:
+        make_folder(out_dir)
+    with store.open(settings) as con:
         run_id = run_id or store.latest_run_id(con)
         if run_id is None:
             raise store.StoreError("no completed run yet: run `tribes refresh` first")
         data = load_report_data(con, run_id)
-    folder = out_dir or settings.reports_dir / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(out_dir or settings.reports_dir / run_id)
     page = folder / REPORT_FILE
     (folder / MAP_FILE).write_bytes(report_step.render_png(data))
     page.write_text(report_step.render_html(data), encoding="utf-8")
     return page
+
+
+def make_folder(folder: Path) -> Path:
+    """The report's folder, created; a path that cannot be one is a one-line error."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file: the report needs a folder (report.html, map.png)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create report folder {folder}: {exc.strerror}") from None
+    return folder
 
 
 @task(retries=1, retry_delay_seconds=2)

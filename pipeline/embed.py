@@ -75,8 +75,33 @@ def default_prefix(name: str) -> str:
     return "query: " if base.startswith(("e5-", "multilingual-e5")) else ""
 
 
+def looks_like_path(name: str) -> bool:
+    """A model name that can only mean a folder: absolute, ./ ../ ~, or deeper than org/name."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+
+
+def check_model(name: str) -> None:
+    """Refuse at once a model given as a path that cannot load: a missing path, a file, a
+    folder that holds no sentence-transformers (modules.json) or transformers (config.json) model.
+    A hub name is checked when it loads."""
+    if name in DEFAULT_MODEL_NAMES or name in MINILM_NAMES:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / marker).is_file() for marker in ("modules.json", "config.json")):
+            raise ModelError(
+                f"model folder {name} holds no sentence-transformers model "
+                "(no modules.json or config.json)"
+            )
+    elif path.exists():
+        raise ModelError(f"model {name} is a file: pass a sentence-transformers model folder")
+    elif looks_like_path(name):
+        raise ModelError(f"no model folder at {name}")
+
+
 def model_spec(settings: Settings) -> ModelSpec:
     name = settings.model
+    check_model(name)
     if name in DEFAULT_MODEL_NAMES:
         name, load_from = DEFAULT_MODEL, str(bundled_model_path())
     elif name in MINILM_NAMES:

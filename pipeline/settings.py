@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+SETTINGS_FILE = "tribes.toml"  # read from the working directory
+ENV_PREFIX = "TRIBES_"
 DEFAULT_MODEL = "use-multilingual-v3"  # bundled: pipeline/models/use-multilingual-v3
 DEFAULT_MODEL_NAMES = {DEFAULT_MODEL, "bundled"}
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # bundled too (English only)
@@ -32,8 +37,8 @@ class Settings(BaseSettings):
     """Every tunable of Tribes, validated. Field names double as `TRIBES_<NAME>` variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRIBES_",
-        toml_file="tribes.toml",
+        env_prefix=ENV_PREFIX,
+        toml_file=SETTINGS_FILE,
         extra="forbid",
         validate_default=True,
     )
@@ -214,6 +219,37 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
 
 
+class SettingsError(ValueError):
+    """The settings file cannot be read, in one line naming it."""
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings with CLI-style overrides; `None` overrides mean 'not given'."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{settings_file()} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {settings_file()}: {exc.strerror}") from None
+
+
+def settings_file() -> Path:
+    return Path(SETTINGS_FILE).resolve()
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting whose name is nearest to a mistyped `name`, if any is close."""
+    found = difflib.get_close_matches(name.lower(), Settings.model_fields, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each TRIBES_* variable that names no setting (it is ignored)."""
+    warnings = []
+    for variable in sorted(environ):
+        name = variable[len(ENV_PREFIX) :].lower()
+        if variable.upper().startswith(ENV_PREFIX) and name not in Settings.model_fields:
+            near = closest_setting(name)
+            hint = f": did you mean {ENV_PREFIX}{near.upper()}?" if near else ""
+            warnings.append(f"{variable} is not a Tribes setting and is ignored{hint}")
+    return warnings

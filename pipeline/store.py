@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
 import polars as pl
+
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -119,44 +123,154 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 # ---------------------------------------------------------------- connection and schema
 
+DATABASE_SUFFIXES = (".duckdb", ".db")
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of every DuckDB file
+DAMAGE_SIGNS = ("Corrupt database file", "Could not read enough bytes")
+Mode = Literal["read", "write"]
+
+
+class StoreLocked(StoreError):
+    """Another process held the database longer than the wait allows."""
+
+
+def check_database_file(path: Path, mode: Mode) -> None:
+    """Refuse what is not a DuckDB database before DuckDB sees it: another kind of file (DuckDB
+    would open an empty in-memory database instead), a missing database for reading, a new
+    database without a .duckdb/.db name."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a DuckDB database file")
+    if not path.exists():
+        if mode == "read":
+            raise StoreError(f"no database at {path}: import or crawl first")
+        if path.suffix.lower() not in DATABASE_SUFFIXES:
+            raise StoreError(f"a new database needs a .duckdb or .db name, not {path.name!r}")
+        return
+    with path.open("rb") as file:
+        header = file.read(12)
+    if header[8:12] != DUCKDB_MAGIC:
+        raise StoreError(
+            f"{path} is not a DuckDB database (import CSV, JSON Lines or Parquet files with "
+            "`tribes import FILE`)"
+        )
+
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        message = str(exc)
-        if "lock" in message.lower():
-            raise StoreError(f"database {path} is locked by another process: {message}") from exc
-        raise StoreError(f"cannot open database {path}: {message.splitlines()[0]}") from exc
     except duckdb.Error as exc:
-        raise StoreError(f"{path} is not a readable DuckDB database: {exc}") from exc
+        message = str(exc)
+        if isinstance(exc, duckdb.IOException) and "lock" in message.lower():
+            raise StoreLocked(
+                f"database {path} is locked by another process{_holder(message)}"
+            ) from exc
+        raise _damaged(path, exc) or StoreError(
+            f"cannot open database {path}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _damaged(path: Path, exc: duckdb.Error) -> StoreError | None:
+    """The one-line error for a truncated or scribbled database file; None for other errors
+    (DuckDB finds a damaged block only when it reads it: at open or in any query)."""
+    first = _first_line(exc)
+    if any(sign in first for sign in DAMAGE_SIGNS):
+        return StoreError(f"database {path} is damaged or truncated: {first}")
+    return None
+
+
+def _holder(lock_message: str) -> str:
+    """' (pid N)' of the process DuckDB names in a lock error, else ''."""
+    found = re.search(r"\(PID (\d+)\)", lock_message, re.IGNORECASE)
+    return f" (pid {found.group(1)})" if found else ""
+
+
+def _open_waiting(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    """Open the database, polling up to `wait_seconds` while another process holds its lock (a
+    writer's transactions are short: a reader gets in between them)."""
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            return _open(path, read_only)
+        except StoreLocked as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreLocked(
+                    f"{exc} for over {wait_seconds:g} s: try again when it finishes "
+                    "(lock_wait_seconds sets the wait)"
+                ) from None
+            if pause == 0.05:
+                log.warning(
+                    "database %s is busy (another writer); waiting for it up to %g s%s",
+                    path,
+                    wait_seconds,
+                    _holder(str(exc)),
+                )
+            time.sleep(min(pause, left))
+            pause = min(2.0, pause * 2)
+
+
+@contextmanager
+def _session(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield an open connection, close it after, and name a damaged file in one line."""
+    try:
+        yield con
+    except duckdb.Error as exc:
+        damaged = _damaged(path, exc)
+        if damaged is None:
+            raise
+        raise damaged from exc
+    finally:
+        con.close()
 
 
 @contextmanager
 def connect(
     path: Path | str, *, read_only: bool = False, wait_seconds: float = 0.0
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the database (migrating it when writable), waiting up to `wait_seconds` for a lock."""
+    """Open the database (migrating it when writable), waiting up to `wait_seconds` for a lock.
+    New code opens it with `open(settings, mode)`."""
     path = Path(path)
-    if read_only and not path.exists():
-        raise StoreError(f"database {path} does not exist yet: run `tribes import` first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            con = _open(path, read_only)
-            break
-        except StoreError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            log.warning("database %s is busy (another writer); waiting for it", path)
-            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    check_database_file(path, "read" if read_only else "write")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of database {path}: {exc.strerror}") from None
+    with _session(path, _open_waiting(path, read_only, wait_seconds)) as con:
         if not read_only:
             migrate(con)
         yield con
-    finally:
-        con.close()
+
+
+@contextmanager
+def open(  # noqa: A001 - `store.open`, the one way to open the database
+    where: Settings | Path | str, mode: Mode = "read"
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database of `where` (settings, or a path with the default wait), read-only or
+    writable (migrated). Waits up to `lock_wait_seconds` while another process holds it, then
+    raises `StoreLocked`; reading a database that does not exist raises `StoreError`."""
+    if isinstance(where, Settings):
+        path, wait = where.db, where.lock_wait_seconds
+    else:
+        path, wait = Path(where), Settings.model_fields["lock_wait_seconds"].default
+    if mode == "write":
+        with connect(path, wait_seconds=wait) as con:
+            yield con
+        return
+    with connect(path, read_only=True, wait_seconds=wait) as con:
+        version = schema_version(con)
+        if version == SCHEMA_VERSION:
+            yield con
+            return
+    if version == 0:
+        raise StoreError(f"{path} holds no Tribes data: import or crawl first")
+    with connect(path, wait_seconds=wait):  # an older schema: migrate it, then read
+        pass
+    with connect(path, read_only=True, wait_seconds=wait) as con:
+        yield con
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -319,6 +433,23 @@ def data_version(con: duckdb.DuckDBPyConnection) -> str:
         "SELECT count(*), coalesce(bit_xor(hash(platform, post_id, user_id, text)), 0) FROM posts"
     ).fetchall()[0]
     return f"{count}-{int(digest):016x}"
+
+
+@dataclass(frozen=True)
+class PostCounts:
+    users: int
+    posts: int
+    users_with_enough: int  # users with at least the asked number of posts
+
+
+def post_counts(con: duckdb.DuckDBPyConnection, min_posts: int) -> PostCounts:
+    """How many users and posts there are, and how many users have at least `min_posts` posts."""
+    users, posts, enough = con.execute(
+        """SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE n >= ?)
+        FROM (SELECT count(*) AS n FROM posts GROUP BY platform, user_id)""",
+        [min_posts],
+    ).fetchall()[0]
+    return PostCounts(users, int(posts), enough)
 
 
 # ---------------------------------------------------------------- embeddings

@@ -151,6 +151,8 @@ def test_cli_clusters_table_and_empty_database_error(refreshed, workdir):
     shown = runner.invoke(app, ["--db", str(refreshed), "clusters"])
     assert shown.exit_code == 0, shown.output
     assert "Interest clusters of run" in shown.output
+    with store.connect(workdir / "empty.duckdb"):
+        pass  # a database without posts
     empty = runner.invoke(app, ["--db", str(workdir / "empty.duckdb"), "refresh"])
     assert empty.exit_code == 1
     assert "holds no posts" in empty.output and "tribes import" in empty.output

@@ -207,6 +207,8 @@ def test_cli_report_for_a_run_into_a_folder_and_errors(reported, tmp_path):
 
 def test_report_of_a_database_without_runs_is_a_clear_error(workdir):
     settings = load_settings(db=workdir / "empty.duckdb")
+    with store.open(settings, "write"):
+        pass  # a database without runs
     with pytest.raises(store.StoreError, match="no completed run yet"):
         write_report(settings)
 
