@@ -43,13 +43,20 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     if settings.embed_dask_address:
         return DaskTaskRunner(address=settings.embed_dask_address)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": settings.embed_dask_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-        },
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(settings)
     )
+
+
+def local_cluster_options(settings: Settings) -> dict[str, object]:
+    """The temporary LocalCluster: embed_dask_workers single-threaded processes, every socket on
+    127.0.0.1 (LocalCluster's dashboard default, ':8787', listens on every interface)."""
+    return {
+        "n_workers": settings.embed_dask_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",  # a free port: runs side by side never collide
+    }
 
 
 @functools.cache
