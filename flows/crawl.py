@@ -2,18 +2,19 @@
 
 Scrapy's Twisted reactor cannot restart inside one process, so every crawl (and every retry of
 one) is a fresh `python -m scrapers.run`. The subprocess opens DuckDB only while it writes a
-batch, so a refresh running at the same time waits at most one batch (and vice versa).
+batch, so a refresh running at the same time waits at most one batch (and vice versa). It dies
+with the crawl (Ctrl-C, SIGTERM, even kill -9: see flows/lifetime.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
+from subprocess import STDOUT
 from typing import Annotated
 
 import polars as pl
@@ -21,9 +22,12 @@ import yaml
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
+from flows import lifetime
 from pipeline import store
 from pipeline.settings import Settings, load_settings
 from pipeline.sources import load_sources
+
+lifetime.tie_temporary_server()
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
@@ -143,9 +147,7 @@ def run_spiders(
         Path(db), Path(sources), report, source, max_posts_per_user, since, overrides
     )
     with log.open("a", encoding="utf-8") as out:
-        code = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-        ).returncode
+        code = lifetime.run_child(command, stdout=out, stderr=STDOUT, env=env)
     if code != 0 or not report.exists():
         raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} (log: {log})")
     return str(report)
@@ -154,6 +156,7 @@ def run_spiders(
 @task(retries=2, retry_delay_seconds=2)
 def record_start(db: str, wait_seconds: float, source: str | None) -> str:
     with store.connect(db, wait_seconds=wait_seconds) as con:
+        store.abandon_stale(con)
         return store.start_crawl(con, source)
 
 
@@ -216,8 +219,9 @@ def crawl(
             since,
             dict(scrapy_settings or {}),
         )
-    except BaseException as exc:
-        record_finish(db_path, wait, crawl_id, "failed", None, f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:  # recorded directly: after Ctrl-C there is no time for a task
+        with store.connect(db_path, wait_seconds=wait) as con:
+            store.finish_crawl(con, crawl_id, "failed", None, lifetime.failure_reason(exc))
         raise
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     report["options"] = {
