@@ -85,7 +85,11 @@ def run_child(command: Sequence[str], **options: Any) -> int:
     (SIGTERM, then SIGKILL after CHILD_STOP_SECONDS) before passing the interruption on."""
     with subprocess.Popen(command, **child_options(), **options) as child:
         try:
-            return child.wait()
+            while True:  # short waits: a signal that lands on another thread is seen here too
+                try:
+                    return child.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
         except BaseException:
             child.terminate()
             try:
