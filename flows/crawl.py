@@ -173,6 +173,16 @@ def record_finish(
         store.finish_crawl(con, crawl_id, status, stats, error)
 
 
+def record_failure(db: str, wait_seconds: float, crawl_id: str, error: BaseException) -> None:
+    """Record the crawl as failed, directly (no task: after Ctrl-C there is no time for one).
+    When even that fails, the next crawl finds it `abandoned`."""
+    try:
+        with store.connect(db, wait_seconds=wait_seconds) as con:
+            store.finish_crawl(con, crawl_id, "failed", None, lifetime.failure_reason(error))
+    except Exception as exc:
+        get_run_logger().warning("could not mark crawl %s failed: %s", crawl_id, exc)
+
+
 def summarise(crawl_id: str, report: dict, log: str) -> CrawlSummary:
     known = {f.name for f in fields(AccountCounts)}
     accounts = [
@@ -219,9 +229,8 @@ def crawl(
             since,
             dict(scrapy_settings or {}),
         )
-    except BaseException as exc:  # recorded directly: after Ctrl-C there is no time for a task
-        with store.connect(db_path, wait_seconds=wait) as con:
-            store.finish_crawl(con, crawl_id, "failed", None, lifetime.failure_reason(exc))
+    except BaseException as exc:
+        record_failure(db_path, wait, crawl_id, exc)
         raise
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     report["options"] = {

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from flows.vectors import run_logger
 from pipeline.store import DiskFull
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -50,11 +49,9 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         temp.unlink(missing_ok=True)
 
 
-def intact(path: Path) -> bool:
-    """Whether an artifact (.parquet or .npz) exists and its index reads; a torn one (cut short
-    by a crash before writes were atomic, or damaged since) is removed so it gets recomputed."""
-    if not path.exists():
-        return False
+def unreadable(path: Path) -> str | None:
+    """Why an existing artifact (.parquet or .npz) cannot be read, e.g. a write cut short before
+    writes were atomic or damaged since; None when its index reads."""
     try:
         if path.suffix == ".npz":
             with np.load(path) as archive:
@@ -62,7 +59,5 @@ def intact(path: Path) -> bool:
         else:
             pl.read_parquet_schema(path)
     except Exception as exc:
-        run_logger().warning("cache file %s is unreadable (%s): recomputing it", path, exc)
-        path.unlink(missing_ok=True)
-        return False
-    return True
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from flows import lifetime
 from flows.artifacts import show_in_ui
-from flows.files import intact, write_atomically, writing
+from flows.files import unreadable, write_atomically, writing
 from flows.report import insight
 from flows.vectors import embed_missing
 from pipeline import clean as clean_step
@@ -129,13 +130,22 @@ def output(stage: str, params: dict[str, Any]) -> Path:
 
 
 def stage_done(stage: str, out: Path) -> bool:
-    """Whether a stage's artifact (and its companion file) are there and readable."""
-    files = [out, *([out.with_suffix(COMPANIONS[stage])] if stage in COMPANIONS else [])]
-    return all([intact(path) for path in files])  # a list: check (and clear) every file
+    """Whether a stage's artifact (and its companion file) are there and readable; an unreadable
+    one is removed, so the stage computes it again."""
+    done = True
+    for path in [out, *([out.with_suffix(COMPANIONS[stage])] if stage in COMPANIONS else [])]:
+        if not path.exists():
+            done = False
+        elif problem := unreadable(path):
+            get_run_logger().warning("unreadable cache file %s (%s): recomputing it", path, problem)
+            path.unlink()
+            done = False
+    return done
 
 
 @contextmanager
-def open_db(settings: Settings) -> Iterator[store.duckdb.DuckDBPyConnection]:
+def open_db(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database, waiting for another writer; a full disk raises DiskFull naming it."""
     with (
         writing(settings.db),
         store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,

@@ -22,6 +22,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
+from flows.files import writing
 from pipeline import embed as embed_step
 from pipeline import store
 from pipeline.settings import Settings
@@ -108,7 +109,10 @@ def embed_sharded(settings: Settings, texts_path: str, model_id: str, what: str)
     done: list[Shard] = []
     for future in as_completed(list(futures)):
         shard, path = future.result(), futures[future]
-        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        with (
+            writing(settings.db),
+            store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+        ):
             store.insert_embeddings(con, model_id, shards[path], np.load(shard.vectors))
         future.wrapped_future.release()  # stored: a worker lost later must not recompute it
         Path(path).unlink()

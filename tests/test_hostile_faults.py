@@ -20,7 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.files import intact, write_atomically
+from flows.files import unreadable, write_atomically
 from flows.imports import import_file
 from pipeline import store
 from pipeline.ingest import ColumnMap
@@ -275,7 +275,7 @@ def test_an_interrupted_write_leaves_no_torn_file(tmp_path):
         write_atomically(path, torn)
     assert list(tmp_path.iterdir()) == []
     write_atomically(path, pl.DataFrame({"a": [1]}).write_parquet)
-    assert intact(path) and list(tmp_path.iterdir()) == [path]
+    assert unreadable(path) is None and list(tmp_path.iterdir()) == [path]
 
 
 @pytest.mark.slow
@@ -292,7 +292,7 @@ def test_a_torn_cache_file_is_recomputed_not_fatal(workdir, monkeypatch):
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     second = refresh(db=str(db))
-    assert all(intact(p) for p in artifacts)
+    assert [unreadable(p) for p in artifacts] == [None] * len(artifacts)
     with store.connect(db) as con:
         assert store.run_info(con, second)["status"] == "completed"
         same = """SELECT count(*) FROM user_clusters a JOIN user_clusters b
