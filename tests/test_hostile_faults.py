@@ -217,7 +217,7 @@ def test_killed_refresh_leaves_no_child_and_shows_abandoned(tmp_path):
     process.kill()
     process.wait()
     assert alive(children, 5) == []
-    shown = CliRunner().invoke(app, ["--db", str(db), "status"])
+    shown = CliRunner().invoke(app, ["--db", str(db), "status"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "abandoned" in shown.output, shown.output
     assert rows(db, "SELECT status FROM runs") == [("running",)]  # `status` only reads
     with store.connect(db) as con:  # the next refresh or crawl marks it
