@@ -108,6 +108,9 @@ def main(
     db: Annotated[Path | None, typer.Option(help="DuckDB file [env TRIBES_DB]")] = None,
 ) -> None:
     """Tribes: find the interest communities among social-media users."""
+    from flows.lifetime import stop_on_signals
+
+    stop_on_signals()  # Ctrl-C and SIGTERM stop any command within seconds
     state["db"] = db
     prepare(settings())
 

@@ -2,18 +2,19 @@
 
 Scrapy's Twisted reactor cannot restart inside one process, so every crawl (and every retry of
 one) is a fresh `python -m scrapers.run`. The subprocess opens DuckDB only while it writes a
-batch, so a refresh running at the same time waits at most one batch (and vice versa).
+batch, so a refresh running at the same time waits at most one batch (and vice versa). It dies
+with the crawl (Ctrl-C, SIGTERM, even kill -9: see flows/lifetime.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
+from subprocess import STDOUT
 from typing import Annotated
 
 import polars as pl
@@ -21,9 +22,12 @@ import yaml
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
+from flows import lifetime
 from pipeline import store
 from pipeline.settings import Settings, load_settings
 from pipeline.sources import load_sources
+
+lifetime.tie_temporary_server()
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
@@ -144,9 +148,7 @@ def run_spiders(
         Path(db), Path(sources), report, source, max_posts_per_user, since, overrides
     )
     with log.open("a", encoding="utf-8") as out:
-        code = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-        ).returncode
+        code = lifetime.run_child(command, stdout=out, stderr=STDOUT, env=env)
     if code != 0 or not report.exists():
         raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} (log: {log})")
     return str(report)
@@ -155,6 +157,7 @@ def run_spiders(
 @task(retries=2, retry_delay_seconds=2)
 def record_start(db: str, wait_seconds: float, source: str | None) -> str:
     with store.connect(db, wait_seconds=wait_seconds) as con:
+        store.abandon_stale(con)
         return store.start_crawl(con, source)
 
 
@@ -169,6 +172,16 @@ def record_finish(
 ) -> None:
     with store.connect(db, wait_seconds=wait_seconds) as con:
         store.finish_crawl(con, crawl_id, status, stats, error)
+
+
+def record_failure(db: str, wait_seconds: float, crawl_id: str, error: BaseException) -> None:
+    """Record the crawl as failed, directly (no task: after Ctrl-C there is no time for one).
+    When even that fails, the next crawl finds it `abandoned`."""
+    try:
+        with store.connect(db, wait_seconds=wait_seconds) as con:
+            store.finish_crawl(con, crawl_id, "failed", None, lifetime.failure_reason(error))
+    except Exception as exc:
+        get_run_logger().warning("could not mark crawl %s failed: %s", crawl_id, exc)
 
 
 def summarise(crawl_id: str, report: dict, log: str) -> CrawlSummary:
@@ -218,7 +231,7 @@ def crawl(
             dict(scrapy_settings or {}),
         )
     except BaseException as exc:
-        record_finish(db_path, wait, crawl_id, "failed", None, f"{type(exc).__name__}: {exc}")
+        record_failure(db_path, wait, crawl_id, exc)
         raise
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     report["options"] = {

@@ -3,23 +3,33 @@
 Tasks hand each other small values (the database path, the data version, file paths in the
 state folder), never big arrays. Each artifact's file name is a digest of everything it depends
 on, so an unchanged refresh finds its work done, and Prefect's input cache shows it as Cached.
+Artifacts are written atomically, and one found unreadable is recomputed. One refresh of a
+database runs at a time: a second one waits for the first, then reuses its work.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, Inputs
 from pydantic import Field
 
+from flows import lifetime
 from flows.artifacts import show_in_ui
+from flows.files import unreadable, write_atomically, writing
 from flows.report import insight
 from flows.vectors import embed_missing
 from pipeline import clean as clean_step
@@ -30,6 +40,8 @@ from pipeline import profile as profile_step
 from pipeline import reduce as reduce_step
 from pipeline import store
 from pipeline.settings import ProfileMethod, Settings, load_settings
+
+lifetime.tie_temporary_server()
 
 
 def pipeline_code_version() -> str:
@@ -70,13 +82,14 @@ STAGE_OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {  # artifact suffix, na
     "cluster": ("parquet", ("reduce_path",)),
     "label": ("parquet", ("clean_path", "units_path", "cluster_path")),
 }
+COMPANIONS = {"profile": ".users.parquet", "label": ".terms.parquet"}  # second file of a stage
 
 
 def transient(_task: Any, _task_run: Any, state: Any) -> bool:
     """Retry a failed task unless its error is one a retry cannot fix (bad model, bad data)."""
     try:
         state.result()
-    except (embed_step.ModelError, ValueError):
+    except (embed_step.ModelError, store.DiskFull, ValueError):
         return False
     except Exception:
         return True
@@ -116,8 +129,28 @@ def output(stage: str, params: dict[str, Any]) -> Path:
     return artifact(params["settings"], stage, suffix, *(params[name] for name in names))
 
 
-def open_db(settings: Settings):
-    return store.connect(settings.db, wait_seconds=settings.lock_wait_seconds)
+def stage_done(stage: str, out: Path) -> bool:
+    """Whether a stage's artifact (and its companion file) are there and readable; an unreadable
+    one is removed, so the stage computes it again."""
+    done = True
+    for path in [out, *([out.with_suffix(COMPANIONS[stage])] if stage in COMPANIONS else [])]:
+        if not path.exists():
+            done = False
+        elif problem := unreadable(path):
+            get_run_logger().warning("unreadable cache file %s (%s): recomputing it", path, problem)
+            path.unlink()
+            done = False
+    return done
+
+
+@contextmanager
+def open_db(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database, waiting for another writer; a full disk raises DiskFull naming it."""
+    with (
+        writing(settings.db),
+        store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+    ):
+        yield con
 
 
 @task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
@@ -127,6 +160,7 @@ def begin_run(settings: Settings) -> tuple[str, str]:
         version = store.data_version(con)
         if version.startswith("0-"):
             raise ValueError(f"database {settings.db} holds no posts: run `tribes import` first")
+        store.abandon_stale(con)
         return store.start_run(con, settings.analysis_fingerprint(), version), version
 
 
@@ -139,11 +173,11 @@ def begin_run(settings: Settings) -> tuple[str, str]:
 )
 def clean(settings: Settings, version: str) -> str:
     out = output("clean", locals())
-    if not out.exists():
+    if not stage_done("clean", out):
         with open_db(settings) as con:
             posts = store.read_posts(con)
         cleaned = clean_step.clean_posts(posts, settings.min_posts_per_user)
-        cleaned.write_parquet(out)
+        write_atomically(out, cleaned.write_parquet)
     return str(out)
 
 
@@ -168,14 +202,14 @@ def embed(settings: Settings, clean_path: str, model_id: str) -> str:
     Each text is embedded once: a post is embedded as part of its chunk, never again alone.
     """
     out = output("embed", locals())
-    if out.exists():
-        units = pl.read_parquet(out)
-    else:
-        units = profile_units(pl.read_parquet(clean_path), settings)
+    done = stage_done("embed", out)
+    units = pl.read_parquet(out if done else clean_path)
+    if not done:
+        units = profile_units(units, settings)
     what = "post chunks" if settings.profile_method == "chunk_mean" else "posts"
     embed_missing(settings, units.select("text_hash", "text_clean"), model_id, what)
-    if not out.exists():
-        units.write_parquet(out)
+    if not done:
+        write_atomically(out, units.write_parquet)
     return str(out)
 
 
@@ -201,7 +235,7 @@ def rows_of(frame: pl.DataFrame, table: pl.DataFrame, keys: list[str]) -> np.nda
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("profile"), persist_result=True)
 def profile(settings: Settings, clean_path: str, units_path: str, model_id: str) -> str:
     out = output("profile", locals())
-    if not out.exists():
+    if not stage_done("profile", out):
         users = user_index(pl.read_parquet(clean_path, columns=["platform", "user_id"]))
         units, vectors = load_units(settings, units_path, model_id)
         profiles = profile_step.build_profiles(
@@ -213,15 +247,15 @@ def profile(settings: Settings, clean_path: str, units_path: str, model_id: str)
             settings.random_state,
             units["text_clean"].str.len_chars().to_numpy(),
         )
-        np.savez(out, profiles=profiles)
-        users.write_parquet(out.with_suffix(".users.parquet"))
+        write_atomically(out.with_suffix(COMPANIONS["profile"]), users.write_parquet)
+        write_atomically(out, lambda temp: np.savez(temp, profiles=profiles))
     return str(out)
 
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("reduce"), persist_result=True)
 def reduce(settings: Settings, profile_path: str) -> str:
     out = output("reduce", locals())
-    if not out.exists():
+    if not stage_done("reduce", out):
         profiles = np.load(profile_path)["profiles"]
         spaces = [
             reduce_step.umap_reduce(
@@ -236,26 +270,27 @@ def reduce(settings: Settings, profile_path: str) -> str:
         plane = reduce_step.umap_reduce(
             profiles, 2, settings.umap_n_neighbors, 0.1, settings.random_state
         )
-        np.savez(out, spaces=np.stack(spaces), plane=plane)
+        write_atomically(out, lambda temp: np.savez(temp, spaces=np.stack(spaces), plane=plane))
     return str(out)
 
 
 @task(retries=1, retry_condition_fn=transient, cache_policy=cached("cluster"), persist_result=True)
 def cluster(settings: Settings, profile_path: str, reduce_path: str) -> str:
     out = output("cluster", locals())
-    if not out.exists():
+    if not stage_done("cluster", out):
         reduced = np.load(reduce_path)
         result = cluster_step.consensus_cluster(
             list(reduced["spaces"]), settings.min_cluster_size, settings.min_samples
         )
         users = pl.read_parquet(Path(profile_path).with_suffix(".users.parquet"))
-        users.with_columns(
+        members = users.with_columns(
             cluster_id=pl.Series(result.labels, dtype=pl.Int32),
             probability=pl.Series(result.probability),
             is_outlier=pl.Series(result.is_outlier),
             x=pl.Series(reduced["plane"][:, 0].astype(float)),
             y=pl.Series(reduced["plane"][:, 1].astype(float)),
-        ).write_parquet(out)
+        )
+        write_atomically(out, members.write_parquet)
     return str(out)
 
 
@@ -265,7 +300,7 @@ def label(
 ) -> str:
     """c-TF-IDF terms, labels, example users and representative posts per cluster."""
     out = output("label", locals())
-    if not out.exists():
+    if not stage_done("label", out):
         members = pl.read_parquet(cluster_path)
         keys = ["platform", "user_id"]
         n_clusters = int(members["cluster_id"].max()) + 1
@@ -314,8 +349,8 @@ def label(
                     ],
                 }
             )
-        pl.DataFrame(rows).write_parquet(out)
-        terms.write_parquet(out.with_suffix(".terms.parquet"))
+        write_atomically(out.with_suffix(COMPANIONS["label"]), terms.write_parquet)
+        write_atomically(out, pl.DataFrame(rows).write_parquet)
     return str(out)
 
 
@@ -337,16 +372,21 @@ def publish(
         store.complete_run(con, run_id, members, clusters, terms, timings, n_posts)
 
 
-@task
-def mark_failed(settings: Settings, run_id: str, error: str) -> None:
-    with open_db(settings) as con:
-        store.fail_run(con, run_id, error)
+def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:
+    """Record the run as failed, directly (no task: after Ctrl-C there is no time for one). When
+    even that fails (a full disk), the next command finds the run `abandoned`."""
+    try:
+        with open_db(settings) as con:
+            store.fail_run(con, run_id, lifetime.failure_reason(error))
+    except Exception as exc:
+        get_run_logger().warning("could not mark run %s failed: %s", run_id, exc)
 
 
 def run_stage(timings: dict[str, float], stage_task, **params: Any) -> str:
     """Run one stage's task, timed. Its cached result is recomputed when the artifact it names
-    is gone (`full`, or a deleted cache folder), else Prefect's cache answers."""
-    refresh_cache = not output(stage_task.name, params).exists()
+    is gone or unreadable (`full`, a deleted cache folder, a torn file), else Prefect's cache
+    answers."""
+    refresh_cache = not stage_done(stage_task.name, output(stage_task.name, params))
     started = time.perf_counter()
     result = stage_task.with_options(refresh_cache=refresh_cache)(**params)
     timings[stage_task.name] = round(time.perf_counter() - started, 3)
@@ -377,6 +417,47 @@ def refresh(
         min_cluster_size=min_cluster_size,
         random_state=random_state,
     )
+    with one_refresh_at_a_time(settings):
+        return refresh_now(settings, full)
+
+
+@contextmanager
+def one_refresh_at_a_time(settings: Settings) -> Iterator[None]:
+    """Hold the database's refresh lock (a file in the state folder). A second refresh waits for
+    the first, up to lock_wait_seconds, then reuses its embeddings and cached stages."""
+    path = settings.state / f"{settings.db.name}.refresh.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+", encoding="utf-8") as lock:
+        if not locked(lock):
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            get_run_logger().info("waiting for the refresh running since %s", holder)
+            deadline = time.monotonic() + settings.lock_wait_seconds
+            while not locked(lock):
+                if time.monotonic() >= deadline:
+                    raise store.StoreError(
+                        f"a refresh of {settings.db} is still running (since {holder}): "
+                        "try again when it has finished"
+                    )
+                time.sleep(0.5)
+        with writing(path):
+            lock.truncate(0)
+            lock.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} (pid {os.getpid()})\n")
+            lock.flush()
+        yield  # closing the file releases the lock, also when this process dies
+
+
+def locked(lock) -> bool:
+    """Take the exclusive lock on an open file if no other process holds it."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def refresh_now(settings: Settings, full: bool) -> str:
+    """The refresh itself, under the refresh lock; returns the new run's id."""
     if full:  # drop the stage artifacts; keep model exports (cache/models)
         for old in settings.cache_dir.glob("*.*"):
             if old.is_file():
@@ -416,7 +497,7 @@ def refresh(
         )
         publish(settings, run_id, clean_path, cluster_path, label_path, timings)
     except BaseException as exc:
-        mark_failed(settings, run_id, f"{type(exc).__name__}: {exc}")
+        mark_failed(settings, run_id, exc)
         raise
     insight(settings, run_id, units_path, model_id)  # recommendations + report; never fails it
     show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed

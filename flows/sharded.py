@@ -22,6 +22,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
+from flows.files import writing
 from pipeline import embed as embed_step
 from pipeline import store
 from pipeline.settings import Settings
@@ -43,13 +44,20 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     if settings.embed_dask_address:
         return DaskTaskRunner(address=settings.embed_dask_address)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": settings.embed_dask_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-        },
+        cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_options(settings)
     )
+
+
+def local_cluster_options(settings: Settings) -> dict[str, object]:
+    """The temporary LocalCluster: embed_dask_workers single-threaded processes, every socket on
+    127.0.0.1 (LocalCluster's dashboard default, ':8787', listens on every interface)."""
+    return {
+        "n_workers": settings.embed_dask_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",  # a free port: runs side by side never collide
+    }
 
 
 @functools.cache
@@ -101,7 +109,10 @@ def embed_sharded(settings: Settings, texts_path: str, model_id: str, what: str)
     done: list[Shard] = []
     for future in as_completed(list(futures)):
         shard, path = future.result(), futures[future]
-        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        with (
+            writing(settings.db),
+            store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+        ):
             store.insert_embeddings(con, model_id, shards[path], np.load(shard.vectors))
         future.wrapped_future.release()  # stored: a worker lost later must not recompute it
         Path(path).unlink()

@@ -10,6 +10,7 @@ import polars as pl
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
+from flows.files import writing
 from pipeline import embed as embed_step
 from pipeline import store
 from pipeline.clean import text_hash
@@ -52,7 +53,10 @@ def embed_here(settings: Settings, texts: pl.DataFrame, model_id: str, what: str
         vectors = embed_step.encode(
             model, chunk["text_clean"].to_list(), spec.prefix, settings.batch_size
         )
-        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        with (
+            writing(settings.db),
+            store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+        ):
             store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
         done += chunk.height
         rate = done / max(time.monotonic() - started, 1e-9)

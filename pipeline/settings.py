@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         None, description="caches, Prefect results, reports; default: the database's folder"
     )
     lock_wait_seconds: float = Field(
-        900.0, ge=0.0, description="how long a refresh task waits for another writer's lock"
+        900.0,
+        ge=0.0,
+        description="how long a refresh waits for another writer's lock or another refresh",
     )
     reports_url: str | None = Field(
         None, description="URL serving reports_dir (`make serve` sets it) for links in the UI"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,12 +88,23 @@ MIGRATIONS: list[list[str]] = [
             product_id VARCHAR NOT NULL, score DOUBLE NOT NULL, rank INTEGER NOT NULL,
             reason VARCHAR, PRIMARY KEY (run_id, scope, scope_id, rank))""",
     ],
+    # 4: the process running a run or crawl, so a row left `running` by a killed one is seen
+    [
+        "ALTER TABLE runs ADD COLUMN host VARCHAR",
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+        "ALTER TABLE crawls ADD COLUMN host VARCHAR",
+        "ALTER TABLE crawls ADD COLUMN pid INTEGER",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(RuntimeError):
     """A database problem explained in one line."""
+
+
+class DiskFull(StoreError):
+    """The disk (or the user's quota) is full: `disk full writing PATH`; no retry helps."""
 
 
 @dataclass(frozen=True)
@@ -513,11 +526,12 @@ def load_embeddings(con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[
 
 
 def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> str:
+    """Record a run as running by this process (see `abandon_stale`); returns its id."""
     run_id = f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     con.execute(
-        "INSERT INTO runs (run_id, started_at, status, data_version, settings) "
-        "VALUES (?, ?, 'running', ?, ?)",
-        [run_id, now(), version, json.dumps(settings)],
+        "INSERT INTO runs (run_id, started_at, status, data_version, settings, host, pid) "
+        "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+        [run_id, now(), version, json.dumps(settings), socket.gethostname(), os.getpid()],
     )
     return run_id
 
@@ -579,7 +593,8 @@ def cluster_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
 
 
 def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
-    return frame(
+    """The latest runs, newest first (a stale `running` one shows as `abandoned`)."""
+    table = frame(
         con,
         """SELECT run_id, status, started_at, finished_at,
             date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds,
@@ -587,6 +602,67 @@ def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
         FROM runs ORDER BY started_at DESC LIMIT ?""",
         [limit],
     )
+    return shown_abandoned(con, "runs", table)
+
+
+# ---------------------------------------------------------------- runs and crawls left running
+
+RUNNING_KEYS = {"runs": "run_id", "crawls": "crawl_id"}  # tables whose rows run in a process
+ABANDONED = "its process ended before it finished (killed?)"
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """Whether the process `pid` of this host has ended (unknown hosts and pids: no)."""
+    if pid is None or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return is_zombie(pid)
+
+
+def is_zombie(pid: int) -> bool:
+    """Whether `pid` has ended but its parent has not collected it yet (Linux; elsewhere no)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def stale_ids(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The ids of `table`'s rows still `running` whose process has ended."""
+    key = RUNNING_KEYS[table]
+    rows = con.execute(f"SELECT {key}, host, pid FROM {table} WHERE status = 'running'").fetchall()
+    return [row_id for row_id, host, pid in rows if process_gone(host, pid)]
+
+
+def shown_abandoned(con: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` of `table` with its stale `running` rows shown `abandoned`: what `abandon_stale`
+    will write, for readers that cannot write."""
+    abandoned = pl.col(RUNNING_KEYS[table]).is_in(stale_ids(con, table))
+    return rows.with_columns(
+        status=pl.when(abandoned).then(pl.lit("abandoned")).otherwise("status"),
+        error=pl.when(abandoned).then(pl.lit(ABANDONED)).otherwise("error"),
+    )
+
+
+def abandon_stale(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark `abandoned` every run and crawl left `running` by an ended process; returns how many."""
+    count = 0
+    for table, key in RUNNING_KEYS.items():
+        for row_id in stale_ids(con, table):
+            con.execute(
+                f"UPDATE {table} SET status = 'abandoned', finished_at = ?, error = ? "
+                f"WHERE {key} = ? AND status = 'running'",
+                [now(), ABANDONED, row_id],
+            )
+            count += 1
+    if count:
+        log.warning("marked %d run(s) or crawl(s) abandoned: %s", count, ABANDONED)
+    return count
 
 
 # ------------------------------------------------------- products, recommendations, reports
@@ -786,11 +862,12 @@ def save_crawl_state(con: duckdb.DuckDBPyConnection, states: pl.DataFrame) -> No
 
 
 def start_crawl(con: duckdb.DuckDBPyConnection, source: str | None) -> str:
-    """Record a crawl as running; returns its id."""
+    """Record a crawl as running by this process (see `abandon_stale`); returns its id."""
     crawl_id = f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     con.execute(
-        "INSERT INTO crawls (crawl_id, source, started_at, status) VALUES (?, ?, ?, 'running')",
-        [crawl_id, source or "all", now()],
+        "INSERT INTO crawls (crawl_id, source, started_at, status, host, pid) "
+        "VALUES (?, ?, ?, 'running', ?, ?)",
+        [crawl_id, source or "all", now(), socket.gethostname(), os.getpid()],
     )
     return crawl_id
 
@@ -816,11 +893,12 @@ def finish_crawl(
 
 
 def crawls_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
-    """The latest crawls, newest first."""
-    return frame(
+    """The latest crawls, newest first (a stale `running` one shows as `abandoned`)."""
+    table = frame(
         con,
         """SELECT crawl_id, source, status, started_at, finished_at,
             date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds, stats, error
         FROM crawls ORDER BY started_at DESC LIMIT ?""",
         [limit],
     )
+    return shown_abandoned(con, "crawls", table)
