@@ -368,11 +368,9 @@ def crawl(
         raise fail(f"--since {since!r} is not a date like 2024-01-31") from None
     run_guarded(lambda: load_sources(config.sources).select(source))
     if not config.contact:
-        Console(stderr=True).print(
-            "warning: no `contact` setting: sites cannot tell who crawls them "
-            "(set contact in tribes.toml, see docs/crawling.md)",
-            highlight=False,
-            soft_wrap=True,
+        warn(
+            "no `contact` setting: sites cannot tell who crawls them "
+            "(set contact in tribes.toml, see docs/crawling.md)"
         )
     try:
         summary = run_guarded(
