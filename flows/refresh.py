@@ -86,7 +86,7 @@ COMPANIONS = {"profile": ".users.parquet", "label": ".terms.parquet"}  # second 
 
 
 def transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry a failed task unless its error is one a retry cannot fix (bad model, bad data)."""
+    """Retry a failed task unless a retry cannot fix its error (bad model, bad data, full disk)."""
     try:
         state.result()
     except (embed_step.ModelError, store.DiskFull, ValueError):
