@@ -7,8 +7,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows import lifetime
 from pipeline import ingest, store
 from pipeline.settings import Settings, load_settings
+
+lifetime.tie_temporary_server()
 
 REFUSED = "id belongs to another account"
 
