@@ -15,7 +15,6 @@ import scrapy
 from scrapy.http import Response
 
 from pipeline.sources import bluesky_actor
-from scrapers.items import UserItem
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import parse_time
 
@@ -46,15 +45,11 @@ class BlueskySpider(AccountSpider):
             raise ParseError("the profile has no DID")
         run.user_id = profile["did"]
         handle = profile.get("handle")
-        yield UserItem(
-            self.platform,
-            run.user_id,
-            run.config.name or profile.get("displayName") or handle,
-            run.config.label,
-            f"https://bsky.app/profile/{handle}" if handle else None,
-            profile.get("description"),
-            run.source,
-            run.account,
+        yield self.profile(
+            run,
+            profile.get("displayName") or handle,
+            url=f"https://bsky.app/profile/{handle}" if handle else None,
+            description=profile.get("description"),
         )
         yield self.feed(run, cursor=None)
 
@@ -94,11 +89,11 @@ class BlueskySpider(AccountSpider):
                 break
             yield self.post(
                 run,
-                post_id,
-                created,
-                str(record.get("text") or ""),
-                post_url(post),
-                kind,
+                post_id=post_id,
+                created_at=created,
+                text=str(record.get("text") or ""),
+                url=post_url(post),
+                kind=kind,
                 mark=mark,
             )
         cursor = data.get("cursor")

@@ -15,7 +15,6 @@ import scrapy
 from scrapy.http import Response
 
 from pipeline.sources import MastodonAccount, mastodon_account
-from scrapers.items import UserItem
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import html_to_text, parse_time
 
@@ -50,15 +49,11 @@ class MastodonSpider(AccountSpider):
         account = json_of(response, dict)
         if not ACCOUNT_ID.fullmatch(str(account.get("id") or "")):
             raise ParseError(f"the lookup answer has no valid account id ({account.get('id')!r})")
-        yield UserItem(
-            self.platform,
-            run.user_id,
-            run.config.name or account.get("display_name") or account.get("username"),
-            run.config.label,
-            account.get("url"),
-            html_to_text(account.get("note")),
-            run.source,
-            run.account,
+        yield self.profile(
+            run,
+            account.get("display_name") or account.get("username"),
+            url=account.get("url"),
+            description=html_to_text(account.get("note")),
         )
         yield self.statuses(run, who.instance, str(account["id"]), max_id=None)
 
@@ -96,11 +91,11 @@ class MastodonSpider(AccountSpider):
             body = boost if isinstance(boost, dict) else status
             yield self.post(
                 run,
-                status_id,
-                created,
-                status_text(body),
-                status.get("url") or body.get("url") or status.get("uri"),
-                kind,
+                post_id=status_id,
+                created_at=created,
+                text=status_text(body),
+                url=status.get("url") or body.get("url") or status.get("uri"),
+                kind=kind,
             )
         if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)
