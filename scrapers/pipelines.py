@@ -27,8 +27,8 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
 from pipeline import store
-from pipeline.sources import http_url
 from scrapers.items import AccountDone, PostItem, UserItem
+from scrapers.sources import http_url
 from scrapers.tally import bump
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from pipeline import store
-from pipeline.sources import Account, Source, load_sources
 from scrapers.items import AccountDone, PostItem, UserItem
+from scrapers.sources import Account, Source, http_url, load_sources, url_host
 from scrapers.tally import bump, note_reason
 from scrapers.targets import Targets
 from scrapers.text import parse_time
@@ -76,11 +76,33 @@ def describe(failure: Failure) -> str:
 class AccountSpider(scrapy.Spider):
     """Base of the platform spiders: crawls every account of one `Source`, newest posts first.
 
+    A spider's `name` is its platform; it owns the platform's rules: which handles it takes
+    (`account_key`) and where an account's requests may go (`hosts`). The defaults take an
+    http(s) URL per account (feeds, pages).
+
     Spider arguments: `source` (a Source, or a source name looked up in `sources`, default
     sources.yaml), `max_posts_per_user` and `since` (a date: older posts are not collected).
     """
 
-    platform: ClassVar[str]
+    needs_selectors: ClassVar[bool] = False  # whether its sources must give `selectors`
+
+    @classmethod
+    def account_key(cls, handle: str, api: str | None) -> str:
+        """The account's stable identity on the platform (its crawl-state key), from a handle of
+        sources.yaml and the source's `api`; ValueError when the platform cannot take it."""
+        url = handle.strip()
+        if not http_url(url):
+            raise ValueError(f"{handle!r} must be an http(s) URL for {cls.name}")
+        return url
+
+    @classmethod
+    def hosts(cls, handle: str, api: str | None) -> set[str]:
+        """The hosts that the account's requests may go to (besides the source's allowed_hosts)."""
+        return {url_host(handle.strip())}
+
+    @property
+    def platform(self) -> str:
+        return self.name
 
     def __init__(
         self,

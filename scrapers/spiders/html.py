@@ -17,7 +17,7 @@ import scrapy
 from parsel import Selector, SelectorList
 from scrapy.http import Response
 
-from pipeline.sources import is_xpath
+from scrapers.sources import is_xpath
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError
 from scrapers.text import html_to_text, parse_time
 
@@ -41,7 +41,7 @@ def first_value(node: Selector, query: str | None) -> str | None:
 
 class HtmlSpider(AccountSpider):
     name = "html"
-    platform = "html"
+    needs_selectors = True
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         run.user_id = run.account

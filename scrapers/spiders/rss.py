@@ -66,7 +66,6 @@ def entry_id(entry: Any, text: str) -> str:
 
 class FeedSpider(AccountSpider):
     name = "rss"
-    platform = "rss"
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         run.user_id = run.account
