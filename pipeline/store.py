@@ -93,6 +93,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE crawls ADD COLUMN host VARCHAR",
         "ALTER TABLE crawls ADD COLUMN pid INTEGER",
     ],
+    # 5: a post's language, as its platform gives it (Mastodon's `language`)
+    ["ALTER TABLE posts ADD COLUMN lang VARCHAR"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -164,6 +166,7 @@ POSTS = Table(
         "kind": Column("VARCHAR", pl.Utf8, "compared", default="post"),  # post, boost, reply
         "inserted_at": Column("TIMESTAMP", pl.Datetime("us"), "inserted", required=True),
         "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
+        "lang": Column("VARCHAR", pl.Utf8, "compared"),  # the language the platform gives
     },
 )
 USERS = Table(

@@ -409,6 +409,18 @@ def test_kill_9_mid_crawl_then_rerun_loses_nothing_committed(workdir, sample):
         assert sum(c["new"] for c in counts.values()) == total - len(committed)
 
 
+def test_mastodon_stores_each_status_language(workdir, server):
+    one = next(iter(server.accounts.values()))
+    page = [server.mastodon_status(one, p) | {"language": "de"} for p in one.posts[:2]]
+    server.script(
+        f"/api/v1/accounts/{one.number}/statuses",
+        Reply(200, json.dumps(page), {"Content-Type": "application/json"}),
+    )
+    crawl(workdir, [entry(server, "mastodon", users=[one.username])])
+    languages = rows(workdir / "t.duckdb", "SELECT lang, count(*) FROM posts GROUP BY ALL")
+    assert set(languages) == {("de", 2), (None, 28)}  # the server gives the others none
+
+
 def test_crawl_waits_for_another_writer(workdir, server):
     command, report = runner_command(workdir, [entry(server, "rss")])
     db = workdir / "t.duckdb"

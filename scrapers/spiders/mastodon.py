@@ -146,6 +146,7 @@ class MastodonSpider(AccountSpider):
                 text=status_text(body),
                 url=status.get("url") or body.get("url") or status.get("uri"),
                 kind=kind,
+                lang=body.get("language"),
             )
         if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)
