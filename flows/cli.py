@@ -359,7 +359,7 @@ def crawl(
 
     from flows.crawl import CrawlError
     from flows.crawl import crawl as crawl_flow
-    from pipeline.sources import load_sources
+    from scrapers.sources import load_sources
 
     config = settings(sources=sources)
     try:

@@ -25,7 +25,7 @@ from pydantic import Field
 from flows import lifetime
 from pipeline import store
 from pipeline.settings import Settings, load_settings
-from pipeline.sources import load_sources
+from scrapers.sources import load_sources
 
 lifetime.tie_temporary_server()
 

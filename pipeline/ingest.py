@@ -1,4 +1,5 @@
-"""Read posts from CSV, JSON Lines or Parquet into the `posts` layout, with reasons for skips."""
+"""Read posts from CSV, JSON Lines or Parquet into the `posts` layout (`store.POSTS`), with
+reasons for skips."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
+
+from pipeline import store
 
 FORMATS = {
     ".csv": "csv",
@@ -285,8 +288,6 @@ def to_posts(
         pl.lit(times.values).alias("created_at"),
         pl.lit(times.problems).alias("time_problem"),
         pl.col(columns.text).cast(pl.Utf8).alias("text"),
-        pl.lit(None, pl.Utf8).alias("url"),
-        pl.lit("post").alias("kind"),
         (pl.col(columns.label).cast(pl.Utf8) if columns.label else pl.lit(None, pl.Utf8)).alias(
             "label"
         ),
@@ -327,7 +328,7 @@ def to_posts(
         pl.col("display_name").drop_nulls().last(), pl.col("label").drop_nulls().last()
     )
     return Ingested(
-        posts=kept.select("platform", "post_id", "user_id", "created_at", "text", "url", "kind"),
+        posts=store.POSTS.conform(kept),
         users=users,
         skipped=skipped,
         warnings=time_warnings(kept, columns.time, times.reading),

@@ -28,8 +28,6 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POST_COLUMNS = ["platform", "post_id", "user_id", "created_at", "text", "url", "kind"]
-
 MIGRATIONS: list[list[str]] = [
     # 1: the spine
     [
@@ -95,8 +93,94 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE crawls ADD COLUMN host VARCHAR",
         "ALTER TABLE crawls ADD COLUMN pid INTEGER",
     ],
+    # 5: a post's language, as its platform gives it (Mastodon's `language`)
+    ["ALTER TABLE posts ADD COLUMN lang VARCHAR"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# ---------------------------------------------------------------- the posts and users schema
+
+Role = Literal["key", "author", "compared", "merged", "inserted", "updated"]
+STAMPS: tuple[Role, ...] = ("inserted", "updated")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One stored column: its DuckDB type, its polars type and its `role` in upserts.
+
+    Roles: `key` identifies the row; `author` is written once (a row giving another is
+    refused); a different `compared` value updates the row (counted as updated); a non-empty
+    `merged` value replaces the stored one; `inserted` / `updated` are the times the store
+    inserted / last wrote the row.
+    """
+
+    sql_type: str
+    dtype: pl.DataType
+    role: Role
+    required: bool = False  # NOT NULL
+    default: str | None = None  # stored when a row gives none
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table declared once: the upserts, the polars schema writers fill (ingest, the item
+    pipeline) and the crawled items derive from it. Existing databases reach it through
+    MIGRATIONS; tests/test_store.py checks that the migrations build exactly this."""
+
+    name: str
+    columns: dict[str, Column]
+
+    def named(self, *roles: Role) -> list[str]:
+        """The columns with one of `roles`, in declared order."""
+        return [name for name, column in self.columns.items() if column.role in roles]
+
+    @property
+    def given(self) -> dict[str, pl.DataType]:
+        """What writers give (every column but the store's times), with its polars type."""
+        return {name: c.dtype for name, c in self.columns.items() if c.role not in STAMPS}
+
+    def conform(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` as the given columns in declared order and types: an optional column that
+        `rows` lacks is empty, an empty value takes the column's default."""
+        return rows.select(
+            _conformed(name, column, name in rows.columns)
+            for name, column in self.columns.items()
+            if column.role not in STAMPS
+        )
+
+
+def _conformed(name: str, column: Column, present: bool) -> pl.Expr:
+    value = (pl.col(name) if present or column.required else pl.lit(None)).cast(column.dtype)
+    return (value if column.default is None else value.fill_null(column.default)).alias(name)
+
+
+POSTS = Table(
+    "posts",
+    {
+        "platform": Column("VARCHAR", pl.Utf8, "key", required=True),
+        "post_id": Column("VARCHAR", pl.Utf8, "key", required=True),
+        "user_id": Column("VARCHAR", pl.Utf8, "author", required=True),
+        "created_at": Column("TIMESTAMP", pl.Datetime("us"), "compared"),
+        "text": Column("VARCHAR", pl.Utf8, "compared", required=True),
+        "url": Column("VARCHAR", pl.Utf8, "compared"),
+        "kind": Column("VARCHAR", pl.Utf8, "compared", default="post"),  # post, boost, reply
+        "inserted_at": Column("TIMESTAMP", pl.Datetime("us"), "inserted", required=True),
+        "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
+        "lang": Column("VARCHAR", pl.Utf8, "compared"),  # the language the platform gives
+    },
+)
+USERS = Table(
+    "users",
+    {
+        "platform": Column("VARCHAR", pl.Utf8, "key", required=True),
+        "user_id": Column("VARCHAR", pl.Utf8, "key", required=True),
+        "display_name": Column("VARCHAR", pl.Utf8, "merged"),
+        "label": Column("VARCHAR", pl.Utf8, "merged"),  # a known interest label
+        "url": Column("VARCHAR", pl.Utf8, "merged"),
+        "description": Column("VARCHAR", pl.Utf8, "merged"),
+        "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
+    },
+)
 
 
 class StoreError(RuntimeError):
@@ -337,54 +421,52 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 def upsert_posts(
     con: duckdb.DuckDBPyConnection, posts: pl.DataFrame, users: pl.DataFrame | None = None
 ) -> UpsertCounts:
-    """Insert new posts and update changed ones, keyed by (platform, post_id), and upsert `users`
-    with them: all in one transaction.
+    """Insert new posts and update changed ones (a `compared` column of POSTS differs), keyed
+    by (platform, post_id), and upsert `users` with them: all in one transaction.
 
     A post never changes its author: a row whose id is stored under another user, or whose id an
     earlier row of `posts` gave to another user, is refused (and returned, not written). Of the
     rows left, the last one of each id wins.
     """
+    key = ", ".join(POSTS.named("key"))
+    changed = " OR ".join(f"p.{c} IS DISTINCT FROM i.{c}" for c in POSTS.named("compared"))
+    stamps = POSTS.named("inserted", "updated")
+    rewritten = ", ".join(f"{c} = excluded.{c}" for c in POSTS.named("compared", "updated"))
     stamp = now()
     with transaction(con):
         if users is not None:
             upsert_users(con, users)
-        con.register("incoming_frame", posts.select(POST_COLUMNS).with_row_index("seq"))
+        con.register("incoming_frame", POSTS.conform(posts).with_row_index("seq"))
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE incoming AS
+            f"""CREATE OR REPLACE TEMP TABLE incoming AS
             SELECT f.*, coalesce(p.user_id, first_value(f.user_id) OVER (
-                PARTITION BY f.platform, f.post_id ORDER BY f.seq)) AS owner
-            FROM incoming_frame f LEFT JOIN posts p USING (platform, post_id)"""
+                PARTITION BY {key} ORDER BY f.seq)) AS owner
+            FROM incoming_frame f LEFT JOIN posts p USING ({key})"""
         )
         con.unregister("incoming_frame")
         refused = con.sql(
-            "SELECT platform, post_id, user_id FROM incoming WHERE user_id IS DISTINCT FROM owner"
+            f"SELECT {', '.join(POSTS.named('key', 'author'))} FROM incoming "
+            "WHERE user_id IS DISTINCT FROM owner"
         ).pl()
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE accepted AS
+            f"""CREATE OR REPLACE TEMP TABLE accepted AS
             SELECT * EXCLUDE (seq, owner) FROM incoming WHERE user_id = owner
-            QUALIFY row_number() OVER (PARTITION BY platform, post_id ORDER BY seq DESC) = 1"""
+            QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC) = 1"""
         )
         status = con.execute(
-            """SELECT
+            f"""SELECT
                 count(*) FILTER (WHERE p.post_id IS NULL),
-                count(*) FILTER (WHERE p.post_id IS NOT NULL AND (p.text IS DISTINCT FROM i.text
-                    OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
-                    OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM i.kind)),
+                count(*) FILTER (WHERE p.post_id IS NOT NULL AND ({changed})),
                 count(*)
-            FROM accepted i LEFT JOIN posts p USING (platform, post_id)"""
+            FROM accepted i LEFT JOIN posts p USING ({key})"""
         ).fetchall()[0]
         con.execute(
-            """INSERT INTO posts BY NAME
-            SELECT i.platform, i.post_id, i.user_id, i.created_at::TIMESTAMP AS created_at, i.text,
-                   i.url, coalesce(i.kind, 'post') AS kind, ? AS inserted_at, ? AS updated_at
-            FROM accepted i LEFT JOIN posts p USING (platform, post_id)
-            WHERE p.post_id IS NULL OR p.text IS DISTINCT FROM i.text
-               OR p.created_at IS DISTINCT FROM i.created_at::TIMESTAMP
-               OR p.url IS DISTINCT FROM i.url OR p.kind IS DISTINCT FROM coalesce(i.kind, 'post')
-            ON CONFLICT (platform, post_id) DO UPDATE SET
-                created_at = excluded.created_at, text = excluded.text, url = excluded.url,
-                kind = excluded.kind, updated_at = excluded.updated_at""",
-            [stamp, stamp],
+            f"""INSERT INTO posts BY NAME
+            SELECT i.*, {", ".join(f"? AS {c}" for c in stamps)}
+            FROM accepted i LEFT JOIN posts p USING ({key})
+            WHERE p.post_id IS NULL OR {changed}
+            ON CONFLICT ({key}) DO UPDATE SET {rewritten}""",
+            [stamp] * len(stamps),
         )
         con.execute("DROP TABLE incoming")
         con.execute("DROP TABLE accepted")
@@ -393,21 +475,15 @@ def upsert_posts(
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> int:
-    """Insert or refresh account rows (platform, user_id, display_name, label, url, description)."""
-    columns = ["platform", "user_id", "display_name", "label", "url", "description"]
-    present = users.with_columns(
-        [pl.lit(None, pl.Utf8).alias(c) for c in columns if c not in users.columns]
-    )
-    incoming = present.select(columns).unique(["platform", "user_id"], keep="last")
+    """Insert or refresh account rows (the given columns of USERS; absent ones are empty): a
+    non-empty value replaces the stored one."""
+    key = USERS.named("key")
+    merged = ", ".join(f"{c} = coalesce(excluded.{c}, users.{c})" for c in USERS.named("merged"))
+    incoming = USERS.conform(users).unique(key, keep="last")
     con.register("incoming_users", incoming)
     con.execute(
-        """INSERT INTO users BY NAME SELECT *, ? AS updated_at FROM incoming_users
-        ON CONFLICT (platform, user_id) DO UPDATE SET
-            display_name = coalesce(excluded.display_name, users.display_name),
-            label = coalesce(excluded.label, users.label),
-            url = coalesce(excluded.url, users.url),
-            description = coalesce(excluded.description, users.description),
-            updated_at = excluded.updated_at""",
+        f"""INSERT INTO users BY NAME SELECT *, ? AS updated_at FROM incoming_users
+        ON CONFLICT ({", ".join(key)}) DO UPDATE SET {merged}, updated_at = excluded.updated_at""",
         [now()],
     )
     con.unregister("incoming_users")

@@ -1,41 +1,45 @@
-"""What the spiders yield: posts, account profiles, and an account's end-of-crawl marker."""
+"""What the spiders yield: posts, account profiles, and an account's end-of-crawl marker.
+
+`PostItem` and `UserItem` are built from the declared `posts` and `users` columns
+(`pipeline.store.POSTS` / `USERS`), plus the `source` and `account` the crawl counts by: a
+column added there is a keyword a spider can fill. Build them with keywords; columns a spider
+does not fill (optional ones) are empty.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
+from typing import Any
+
+from pipeline import store
 
 
-@dataclass
-class PostItem:
-    """One public post (kind: 'post', 'boost' or 'reply'), keyed by (platform, post_id)."""
-
-    platform: str
-    post_id: str
-    user_id: str
-    created_at: datetime | None
-    text: str
-    url: str | None
-    kind: str
-    source: str
-    account: str
-
-
-@dataclass
-class UserItem:
-    """An account's profile; `label` comes from sources.yaml."""
-
-    platform: str
-    user_id: str
-    display_name: str | None
-    label: str | None
-    url: str | None
-    description: str | None
-    source: str
-    account: str
+def item_class(name: str, table: store.Table, doc: str) -> type:
+    """A keyword-only dataclass of the given columns of `table` (required ones have no default,
+    the others the column's), then `source` and `account`."""
+    columns: list[Any] = [
+        (column, dtype.to_python())
+        if table.columns[column].required
+        else (column, dtype.to_python() | None, field(default=table.columns[column].default))
+        for column, dtype in table.given.items()
+    ]
+    item = make_dataclass(name, [*columns, ("source", str), ("account", str)], kw_only=True)
+    item.__module__, item.__doc__ = __name__, doc
+    return item
 
 
-@dataclass
+PostItem = item_class(
+    "PostItem",
+    store.POSTS,
+    "One public post (kind: 'post', 'boost' or 'reply'), keyed by (platform, post_id).",
+)
+UserItem = item_class(
+    "UserItem", store.USERS, "An account's profile; `label` comes from sources.yaml."
+)
+
+
+@dataclass(kw_only=True)
 class AccountDone:
     """Yielded after an account's last post: its crawl completed, so remember where it got to."""
 

@@ -15,7 +15,7 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.response import response_status_message
 
-from pipeline.sources import url_host
+from scrapers.sources import url_host
 from scrapers.targets import ip_address
 
 if TYPE_CHECKING:

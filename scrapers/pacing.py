@@ -18,8 +18,8 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep
 
-from pipeline.sources import url_host
 from scrapers.middlewares import PAUSING_STATUSES, retry_after_seconds
+from scrapers.sources import url_host
 
 if TYPE_CHECKING:
     from scrapy import Request

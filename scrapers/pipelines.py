@@ -27,8 +27,8 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import CallLaterResult, call_later
 
 from pipeline import store
-from pipeline.sources import http_url
 from scrapers.items import AccountDone, PostItem, UserItem
+from scrapers.sources import http_url
 from scrapers.tally import bump
 
 if TYPE_CHECKING:
@@ -37,18 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POST_SCHEMA = {
-    "platform": pl.Utf8,
-    "post_id": pl.Utf8,
-    "user_id": pl.Utf8,
-    "created_at": pl.Datetime("us"),
-    "text": pl.Utf8,
-    "url": pl.Utf8,
-    "kind": pl.Utf8,
-    "account": pl.Utf8,
-}
-USER_COLUMNS = ["platform", "user_id", "display_name", "label", "url", "description"]
-REFUSED_KEYS = ["platform", "post_id", "user_id"]
+POST_SCHEMA = store.POSTS.given | {"account": pl.Utf8}  # the account counts the outcomes
+USER_SCHEMA = store.USERS.given
 STATE_SCHEMA = {
     "platform": pl.Utf8,
     "account": pl.Utf8,
@@ -130,7 +120,7 @@ class DuckDBPipeline:
         if isinstance(item, PostItem):
             self.add_post(adapter)
         elif isinstance(item, UserItem):
-            self.users.append({c: adapter.get(c) for c in USER_COLUMNS} | web_url(adapter))
+            self.users.append({c: adapter.get(c) for c in USER_SCHEMA} | web_url(adapter))
         elif isinstance(item, AccountDone):
             self.states.append({c: adapter.get(c) for c in STATE_SCHEMA})
         if self.due():
@@ -202,19 +192,15 @@ class DuckDBPipeline:
             return
         started = time.perf_counter()
         posts = pl.DataFrame(self.posts, schema=POST_SCHEMA, orient="row").unique(
-            ["platform", "post_id", "user_id"], keep="last", maintain_order=True
+            store.POSTS.named("key", "author"), keep="last", maintain_order=True
         )
-        users = (
-            pl.DataFrame(self.users, schema=dict.fromkeys(USER_COLUMNS, pl.Utf8), orient="row")
-            if self.users
-            else None
-        )
+        users = pl.DataFrame(self.users, schema=USER_SCHEMA, orient="row") if self.users else None
         outcomes = None
         if posts.height:
             before = store.now()
             refused = store.upsert_posts(con, posts, users).refused
-            self.count_refused(posts.join(refused, on=REFUSED_KEYS, how="semi"))
-            posts = posts.join(refused, on=REFUSED_KEYS, how="anti")
+            self.count_refused(posts.join(refused, on=refused.columns, how="semi"))
+            posts = posts.join(refused, on=refused.columns, how="anti")
             outcomes = store.crawl_outcomes(con, posts, before)
         elif users is not None:
             store.upsert_users(con, users)

@@ -5,7 +5,8 @@
 
 `flows/crawl.py` starts this as a subprocess, because Scrapy's reactor cannot restart inside one
 process. Every selected source runs as its own spider, all in one reactor. Exit status: 0 when
-every spider ran (per-account errors are in the report), 1 when a spider could not start.
+every spider ran (per-account errors are in the report), 1 when a spider could not start. Each
+source runs the spider whose `name` is its platform, found by Scrapy's spider loader.
 """
 
 from __future__ import annotations
@@ -22,20 +23,10 @@ from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings as ScrapySettings
 
 from pipeline.settings import Settings, load_settings
-from pipeline.sources import Source, load_sources
-from scrapers.spiders.base import AccountSpider
-from scrapers.spiders.bluesky import BlueskySpider
-from scrapers.spiders.html import HtmlSpider
-from scrapers.spiders.mastodon import MastodonSpider
-from scrapers.spiders.rss import FeedSpider
+from scrapers.platforms import project_settings
+from scrapers.sources import Source, load_sources
 from scrapers.tally import rows
 
-SPIDERS: dict[str, type[AccountSpider]] = {
-    "mastodon": MastodonSpider,
-    "bluesky": BlueskySpider,
-    "rss": FeedSpider,
-    "html": HtmlSpider,
-}
 REPORTED_STATS = (
     "downloader/request_count",
     "downloader/response_count",
@@ -68,8 +59,7 @@ def user_agent(tribes: Settings) -> str:
 
 def scrapy_settings(tribes: Settings, overrides: dict[str, str]) -> ScrapySettings:
     """The project's Scrapy settings with the Tribes settings and explicit overrides applied."""
-    settings = ScrapySettings()
-    settings.setmodule("scrapers.settings", priority="project")
+    settings = project_settings()
     settings.setdict(
         {
             "USER_AGENT": user_agent(tribes),
@@ -98,7 +88,7 @@ def crawl(
     process = CrawlerProcess(settings)
     crawlers: list[tuple[Source, Crawler]] = []
     for source in sources:
-        crawler = process.create_crawler(SPIDERS[source.platform])
+        crawler = process.create_crawler(source.platform)  # Scrapy's spider loader: by name
         process.crawl(crawler, source=source, max_posts_per_user=max_posts_per_user, since=since)
         crawlers.append((source, crawler))
     process.start()

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pipeline.sources import url_host
+from scrapers.sources import url_host
 
 SCHEMES = ("http", "https")
 

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.crawl import ROOT, collect_demo_sample, crawl_command
 from pipeline import store
-from pipeline.sources import SourcesError, load_sources
 from scrapers.localserver import LocalPlatforms, Reply
+from scrapers.sources import SourcesError, load_sources
 
 # politeness off for our own server, short retry waits: seconds per test
 FAST = {
@@ -122,7 +122,8 @@ def plain(text: str) -> str:
         ("sources:\n  - name: a\n    platform: mastodon\n", "sources[0].accounts: Field required"),
         (
             "sources:\n  - name: a\n    platform: myspace\n    accounts: [x]\n",
-            "sources[0].platform: Input should be 'mastodon', 'bluesky', 'rss' or 'html'",
+            "sources[0].platform: no spider crawls platform 'myspace' "
+            "(platforms: bluesky, html, mastodon, rss)",
         ),
         (
             "sources:\n  - name: a\n    platform: html\n    accounts: ['https://e.org/']\n",
@@ -188,7 +189,7 @@ def test_good_sources_file_forms(workdir):
     ]
     assert fedi.accounts[1].label == "science"
     assert [sky.account_key(a) for a in sky.accounts] == ["alice.bsky.social", "did:plc:abc123"]
-    assert sky.bluesky_api == "https://public.api.bsky.app"
+    assert sky.hosts() == {"public.api.bsky.app"}  # the default AppView
     with pytest.raises(SourcesError, match="no source named 'x' \\(sources: fedi, sky\\)"):
         load_sources(path).select("x")
     example = load_sources(ROOT / "docs" / "sources.example.yaml")  # the documented example
@@ -406,6 +407,18 @@ def test_kill_9_mid_crawl_then_rerun_loses_nothing_committed(workdir, sample):
         assert final == (total, total)
         assert committed <= {i for (i,) in rows(db, "SELECT post_id FROM posts")}
         assert sum(c["new"] for c in counts.values()) == total - len(committed)
+
+
+def test_mastodon_stores_each_status_language(workdir, server):
+    one = next(iter(server.accounts.values()))
+    page = [server.mastodon_status(one, p) | {"language": "de"} for p in one.posts[:2]]
+    server.script(
+        f"/api/v1/accounts/{one.number}/statuses",
+        Reply(200, json.dumps(page), {"Content-Type": "application/json"}),
+    )
+    crawl(workdir, [entry(server, "mastodon", users=[one.username])])
+    languages = rows(workdir / "t.duckdb", "SELECT lang, count(*) FROM posts GROUP BY ALL")
+    assert set(languages) == {("de", 2), (None, 28)}  # the server gives the others none
 
 
 def test_crawl_waits_for_another_writer(workdir, server):

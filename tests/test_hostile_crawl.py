@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.crawl import ROOT, crawl_command
 from pipeline import store
-from pipeline.sources import SourcesError, load_sources
 from scrapers.localserver import HTML_SELECTORS, LocalPlatforms, Reply
+from scrapers.sources import SourcesError, load_sources
 
 QUICK = {  # politeness off for our own server, short waits: seconds per test
     "DOWNLOAD_DELAY": "0",

@@ -46,6 +46,34 @@ def test_migrations_create_schema_once(tmp_path):
     } <= tables
 
 
+@pytest.mark.parametrize("table", [store.POSTS, store.USERS], ids=lambda t: t.name)
+def test_migrations_build_the_declared_table(tmp_path, table):
+    with store.connect(tmp_path / "t.duckdb") as con:
+        built = con.execute(f"DESCRIBE {table.name}").fetchall()
+    declared = [
+        (
+            name,
+            column.sql_type,
+            "NO" if column.required else "YES",
+            "PRI" if column.role == "key" else None,
+            f"'{column.default}'" if column.default else None,
+            None,
+        )
+        for name, column in table.columns.items()
+    ]
+    assert built == declared
+
+
+def test_conform_orders_types_and_fills_the_declared_columns():
+    rows = pl.DataFrame({"text": ["t"], "user_id": ["u"], "post_id": ["1"], "platform": ["x"]})
+    conformed = store.POSTS.conform(rows.with_columns(kind=pl.lit(None, pl.Utf8)))
+    assert conformed.schema == pl.Schema(store.POSTS.given)  # declared names, order and types
+    row = conformed.row(0, named=True)
+    assert (row["post_id"], row["text"], row["created_at"], row["kind"]) == ("1", "t", None, "post")
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):  # a required column is never made up
+        store.POSTS.conform(rows.drop("text"))
+
+
 def test_upsert_counts_and_idempotence(tmp_path):
     with store.connect(tmp_path / "t.duckdb") as con:
         first = store.upsert_posts(con, posts(["1", "2"], ["a", "b"]))

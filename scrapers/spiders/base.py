@@ -15,8 +15,8 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from pipeline import store
-from pipeline.sources import Account, Source, load_sources
-from scrapers.items import AccountDone, PostItem
+from scrapers.items import AccountDone, PostItem, UserItem
+from scrapers.sources import Account, Source, http_url, load_sources, url_host
 from scrapers.tally import bump, note_reason
 from scrapers.targets import Targets
 from scrapers.text import parse_time
@@ -76,11 +76,33 @@ def describe(failure: Failure) -> str:
 class AccountSpider(scrapy.Spider):
     """Base of the platform spiders: crawls every account of one `Source`, newest posts first.
 
+    A spider's `name` is its platform; it owns the platform's rules: which handles it takes
+    (`account_key`) and where an account's requests may go (`hosts`). The defaults take an
+    http(s) URL per account (feeds, pages).
+
     Spider arguments: `source` (a Source, or a source name looked up in `sources`, default
     sources.yaml), `max_posts_per_user` and `since` (a date: older posts are not collected).
     """
 
-    platform: ClassVar[str]
+    needs_selectors: ClassVar[bool] = False  # whether its sources must give `selectors`
+
+    @classmethod
+    def account_key(cls, handle: str, api: str | None) -> str:
+        """The account's stable identity on the platform (its crawl-state key), from a handle of
+        sources.yaml and the source's `api`; ValueError when the platform cannot take it."""
+        url = handle.strip()
+        if not http_url(url):
+            raise ValueError(f"{handle!r} must be an http(s) URL for {cls.name}")
+        return url
+
+    @classmethod
+    def hosts(cls, handle: str, api: str | None) -> set[str]:
+        """The hosts that the account's requests may go to (besides the source's allowed_hosts)."""
+        return {url_host(handle.strip())}
+
+    @property
+    def platform(self) -> str:
+        return self.name
 
     def __init__(
         self,
@@ -179,38 +201,40 @@ class AccountSpider(scrapy.Spider):
             return True
         return self.max_posts is not None and run.fetched >= self.max_posts
 
-    def post(
-        self,
-        run: AccountRun,
-        post_id: str,
-        created_at: datetime | None,
-        text: str,
-        url: str | None,
-        kind: str = "post",
-        mark: datetime | None = None,
-    ) -> PostItem:
-        """A post of the account; the first one is remembered as the account's newest."""
+    def post(self, run: AccountRun, *, mark: datetime | None = None, **columns: Any) -> PostItem:
+        """A post of the account from `columns` of `store.POSTS` (post_id, created_at, text,
+        url, kind, ...); the first one is remembered as the account's newest. `mark` is the
+        time paging compares (default: created_at)."""
         if run.fetched == 0:
-            run.newest_id, run.newest_at = post_id, mark or created_at
+            run.newest_id, run.newest_at = columns["post_id"], mark or columns.get("created_at")
         run.fetched += 1
         return PostItem(
-            self.platform,
-            post_id,
-            run.user_id,
-            created_at,
-            text,
-            url,
-            kind,
-            run.source,
-            run.account,
+            platform=self.platform,
+            user_id=run.user_id,
+            source=run.source,
+            account=run.account,
+            **columns,
+        )
+
+    def profile(self, run: AccountRun, name: str | None, **columns: Any) -> UserItem:
+        """The account's profile from `columns` of `store.USERS` (url, description, ...); the
+        display name and label given in sources.yaml win over the platform's `name`."""
+        return UserItem(
+            platform=self.platform,
+            user_id=run.user_id,
+            display_name=run.config.name or name,
+            label=run.config.label,
+            source=run.source,
+            account=run.account,
+            **columns,
         )
 
     def done(self, run: AccountRun, cursor: str | None = None) -> AccountDone:
         """The account's crawl completed: remember its newest post for the next crawl."""
         return AccountDone(
-            self.platform,
-            run.source,
-            run.account,
+            platform=self.platform,
+            source=run.source,
+            account=run.account,
             newest_post_id=run.newest_id or run.known_id,
             newest_created_at=run.newest_at if run.newest_id else run.known_at,
             cursor=cursor if cursor is not None else run.cursor,

@@ -7,17 +7,31 @@ post an earlier crawl stored. Reposts are stored as kind 'boost', replies as 're
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import scrapy
 from scrapy.http import Response
 
-from pipeline.sources import bluesky_actor
-from scrapers.items import UserItem
+from scrapers.sources import http_url, url_host
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import parse_time
+
+APPVIEW = "https://public.api.bsky.app"  # the default `api`
+HANDLE = re.compile(r"([A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|did:[a-z]+:[A-Za-z0-9._:%-]+")
+
+
+def bluesky_actor(handle: str) -> str:
+    """A Bluesky handle or DID from `alice.bsky.social`, `@alice...` or a bsky.app profile URL."""
+    text = handle.strip()
+    if http_url(text):
+        text = urlsplit(text).path.rstrip("/").split("/")[-1]
+    text = text.lstrip("@")
+    if not HANDLE.fullmatch(text):
+        raise ValueError(f"{handle!r} is not a Bluesky handle (alice.bsky.social) or DID")
+    return text if text.startswith("did:") else text.lower()
 
 
 def post_url(post: dict) -> str | None:
@@ -29,11 +43,18 @@ def post_url(post: dict) -> str | None:
 
 class BlueskySpider(AccountSpider):
     name = "bluesky"
-    platform = "bluesky"
     page_size = 100  # the API's maximum
 
+    @classmethod
+    def account_key(cls, handle: str, api: str | None) -> str:
+        return bluesky_actor(handle)
+
+    @classmethod
+    def hosts(cls, handle: str, api: str | None) -> set[str]:
+        return {url_host(api or APPVIEW)}
+
     def xrpc(self, method: str, **params: Any) -> str:
-        return f"{self.source.bluesky_api}/xrpc/{method}?{urlencode(params)}"
+        return f"{self.source.api or APPVIEW}/xrpc/{method}?{urlencode(params)}"
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         url = self.xrpc("app.bsky.actor.getProfile", actor=bluesky_actor(run.config.handle))
@@ -46,15 +67,11 @@ class BlueskySpider(AccountSpider):
             raise ParseError("the profile has no DID")
         run.user_id = profile["did"]
         handle = profile.get("handle")
-        yield UserItem(
-            self.platform,
-            run.user_id,
-            run.config.name or profile.get("displayName") or handle,
-            run.config.label,
-            f"https://bsky.app/profile/{handle}" if handle else None,
-            profile.get("description"),
-            run.source,
-            run.account,
+        yield self.profile(
+            run,
+            profile.get("displayName") or handle,
+            url=f"https://bsky.app/profile/{handle}" if handle else None,
+            description=profile.get("description"),
         )
         yield self.feed(run, cursor=None)
 
@@ -94,11 +111,11 @@ class BlueskySpider(AccountSpider):
                 break
             yield self.post(
                 run,
-                post_id,
-                created,
-                str(record.get("text") or ""),
-                post_url(post),
-                kind,
+                post_id=post_id,
+                created_at=created,
+                text=str(record.get("text") or ""),
+                url=post_url(post),
+                kind=kind,
                 mark=mark,
             )
         cursor = data.get("cursor")

@@ -17,8 +17,7 @@ import scrapy
 from parsel import Selector, SelectorList
 from scrapy.http import Response
 
-from pipeline.sources import is_xpath
-from scrapers.items import UserItem
+from scrapers.sources import is_xpath
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError
 from scrapers.text import html_to_text, parse_time
 
@@ -42,7 +41,7 @@ def first_value(node: Selector, query: str | None) -> str | None:
 
 class HtmlSpider(AccountSpider):
     name = "html"
-    platform = "html"
+    needs_selectors = True
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         run.user_id = run.account
@@ -60,16 +59,7 @@ class HtmlSpider(AccountSpider):
             raise ParseError(f"no element matches the post selector {rules.post!r}")
         if first:
             title = (response.css("title::text").get() or "").strip() or None
-            yield UserItem(
-                self.platform,
-                run.user_id,
-                run.config.name or title,
-                run.config.label,
-                response.url,
-                None,
-                run.source,
-                run.account,
-            )
+            yield self.profile(run, title, url=response.url)
         finished = False
         for element in posts:
             text = selection_text(select(element, rules.text))
@@ -85,7 +75,7 @@ class HtmlSpider(AccountSpider):
             if self.stop_before(run, post_id, created):
                 finished = True
                 break
-            yield self.post(run, post_id, created, text, url)
+            yield self.post(run, post_id=post_id, created_at=created, text=text, url=url)
         link = first_value(response, rules.next_page)
         following = response.urljoin(link) if link else None
         if (

@@ -8,18 +8,60 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import scrapy
 from scrapy.http import Response
 
-from pipeline.sources import MastodonAccount, mastodon_account
-from scrapers.items import UserItem
+from scrapers.sources import host_name, http_url, url_host
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import html_to_text, parse_time
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]+")  # it becomes part of the next URL's path
+USERNAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class MastodonAccount:
+    """Where a Mastodon handle lives: `user_id` is the global `user@domain`."""
+
+    username: str
+    domain: str
+    instance: str
+
+    @property
+    def user_id(self) -> str:
+        return f"{self.username}@{self.domain}"
+
+    @property
+    def lookup_acct(self) -> str:
+        """The `acct` the instance's lookup endpoint expects (bare for its own users)."""
+        own = (urlsplit(self.instance).hostname or "").lower()
+        return self.username if self.domain.lower() == own else self.user_id
+
+
+def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
+    """Parse `user`, `@user@domain` or `https://domain/@user` (with the source's `api`)."""
+    text = handle.strip()
+    instance = api.rstrip("/") if api else None
+    if http_url(text):
+        parts = urlsplit(text)
+        instance = instance or f"{parts.scheme}://{parts.netloc}"
+        segments = parts.path.strip("/").split("/")
+        text = next((s for s in segments if s.startswith("@")), segments[-1])
+    user, _, domain = text.lstrip("@").partition("@")
+    if not USERNAME.fullmatch(user):
+        raise ValueError(f"{handle!r} is not a Mastodon handle (user, user@domain or profile URL)")
+    domain = domain or (url_host(instance) if instance else "")
+    if not domain:
+        raise ValueError(f"{handle!r} needs a domain (user@instance) or the source an api URL")
+    try:
+        domain = host_name(domain)
+    except ValueError:
+        raise ValueError(f"{handle!r}: the domain {domain!r} is not a host name") from None
+    return MastodonAccount(username=user, domain=domain, instance=instance or f"https://{domain}")
 
 
 def id_order(status_id: str) -> tuple[int, int | str]:
@@ -36,8 +78,15 @@ def status_text(status: dict) -> str:
 
 class MastodonSpider(AccountSpider):
     name = "mastodon"
-    platform = "mastodon"
     page_size = 40  # the API's maximum
+
+    @classmethod
+    def account_key(cls, handle: str, api: str | None) -> str:
+        return mastodon_account(handle, api).user_id
+
+    @classmethod
+    def hosts(cls, handle: str, api: str | None) -> set[str]:
+        return {url_host(mastodon_account(handle, api).instance)}
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         who = mastodon_account(run.config.handle, self.source.api)
@@ -50,15 +99,11 @@ class MastodonSpider(AccountSpider):
         account = json_of(response, dict)
         if not ACCOUNT_ID.fullmatch(str(account.get("id") or "")):
             raise ParseError(f"the lookup answer has no valid account id ({account.get('id')!r})")
-        yield UserItem(
-            self.platform,
-            run.user_id,
-            run.config.name or account.get("display_name") or account.get("username"),
-            run.config.label,
-            account.get("url"),
-            html_to_text(account.get("note")),
-            run.source,
-            run.account,
+        yield self.profile(
+            run,
+            account.get("display_name") or account.get("username"),
+            url=account.get("url"),
+            description=html_to_text(account.get("note")),
         )
         yield self.statuses(run, who.instance, str(account["id"]), max_id=None)
 
@@ -96,11 +141,12 @@ class MastodonSpider(AccountSpider):
             body = boost if isinstance(boost, dict) else status
             yield self.post(
                 run,
-                status_id,
-                created,
-                status_text(body),
-                status.get("url") or body.get("url") or status.get("uri"),
-                kind,
+                post_id=status_id,
+                created_at=created,
+                text=status_text(body),
+                url=status.get("url") or body.get("url") or status.get("uri"),
+                kind=kind,
+                lang=body.get("language"),
             )
         if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)

@@ -19,7 +19,6 @@ import feedparser
 import scrapy
 from scrapy.http import Response
 
-from scrapers.items import UserItem
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError
 from scrapers.text import html_to_text
 
@@ -67,7 +66,6 @@ def entry_id(entry: Any, text: str) -> str:
 
 class FeedSpider(AccountSpider):
     name = "rss"
-    platform = "rss"
 
     def first_requests(self, run: AccountRun) -> Iterable[scrapy.Request]:
         run.user_id = run.account
@@ -100,15 +98,11 @@ class FeedSpider(AccountSpider):
             raise ParseError(f"not an RSS or Atom feed ({problem})")
         broken = parse_error(feed)
         info = feed.feed
-        yield UserItem(
-            self.platform,
-            run.user_id,
-            run.config.name or info.get("title"),
-            run.config.label,
-            info.get("link") or run.account,
-            detail_text(info.get("subtitle_detail"), info.get("subtitle")) or None,
-            run.source,
-            run.account,
+        yield self.profile(
+            run,
+            info.get("title"),
+            url=info.get("link") or run.account,
+            description=detail_text(info.get("subtitle_detail"), info.get("subtitle")) or None,
         )
         entries = [(entry_time(e), e) for e in feed.entries]
         entries.sort(key=lambda pair: pair[0] or datetime.min, reverse=True)
@@ -117,7 +111,9 @@ class FeedSpider(AccountSpider):
             post_id = entry_id(entry, text)
             if self.stop_before(run, post_id, created):
                 break
-            yield self.post(run, post_id, created, text, entry.get("link"))
+            yield self.post(
+                run, post_id=post_id, created_at=created, text=text, url=entry.get("link")
+            )
         if broken:  # keep what parsed, but not as the account's mark: the next crawl refetches
             raise ParseError(f"the feed is broken ({broken}); its mark stays where it was")
         cursor = {

@@ -2,51 +2,37 @@
 
 sources:
   - name: fediverse
-    platform: mastodon            # mastodon | bluesky | rss | html
+    platform: mastodon            # the name of a spider: mastodon | bluesky | rss | html
     api: https://mastodon.social  # optional for mastodon (else from the handle's domain)
     accounts:
       - Gargron                   # a bare handle, or a mapping with a label:
       - {handle: "@nasa@mstdn.social", label: science}
+
+The platform's spider (scrapers/spiders/) holds its rules: which handles it takes, an account's
+key and the hosts its requests may reach (`account_key`, `hosts`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Platform = Literal["mastodon", "bluesky", "rss", "html"]
-BLUESKY_APPVIEW = "https://public.api.bsky.app"
+from scrapers.platforms import platform_spider, platforms
+
+if TYPE_CHECKING:
+    from scrapers.spiders.base import AccountSpider
+
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_MASTODON_USER = re.compile(r"[A-Za-z0-9_.-]+")
-_BLUESKY_HANDLE = re.compile(r"([A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|did:[a-z]+:[A-Za-z0-9._:%-]+")
 _HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class SourcesError(ValueError):
     """`sources.yaml` cannot be used; the one-line message names the file and the field."""
-
-
-class MastodonAccount(BaseModel):
-    """Where a Mastodon handle lives: `user_id` is the global `user@domain`."""
-
-    username: str
-    domain: str
-    instance: str
-
-    @property
-    def user_id(self) -> str:
-        return f"{self.username}@{self.domain}"
-
-    @property
-    def lookup_acct(self) -> str:
-        """The `acct` the instance's lookup endpoint expects (bare for its own users)."""
-        own = (urlsplit(self.instance).hostname or "").lower()
-        return self.username if self.domain.lower() == own else self.user_id
 
 
 def http_url(value: str) -> bool:
@@ -65,39 +51,6 @@ def host_name(value: str) -> str:
 def url_host(url: str) -> str:
     """The lower-cased host of an http(s) URL (an IPv6 address without its brackets)."""
     return (urlsplit(url).hostname or "").lower()
-
-
-def mastodon_account(handle: str, api: str | None) -> MastodonAccount:
-    """Parse `user`, `@user@domain` or `https://domain/@user` (with the source's `api`)."""
-    text = handle.strip()
-    instance = api.rstrip("/") if api else None
-    if http_url(text):
-        parts = urlsplit(text)
-        instance = instance or f"{parts.scheme}://{parts.netloc}"
-        segments = parts.path.strip("/").split("/")
-        text = next((s for s in segments if s.startswith("@")), segments[-1])
-    user, _, domain = text.lstrip("@").partition("@")
-    if not _MASTODON_USER.fullmatch(user):
-        raise ValueError(f"{handle!r} is not a Mastodon handle (user, user@domain or profile URL)")
-    domain = domain or (url_host(instance) if instance else "")
-    if not domain:
-        raise ValueError(f"{handle!r} needs a domain (user@instance) or the source an api URL")
-    try:
-        domain = host_name(domain)
-    except ValueError:
-        raise ValueError(f"{handle!r}: the domain {domain!r} is not a host name") from None
-    return MastodonAccount(username=user, domain=domain, instance=instance or f"https://{domain}")
-
-
-def bluesky_actor(handle: str) -> str:
-    """A Bluesky handle or DID from `alice.bsky.social`, `@alice...` or a bsky.app profile URL."""
-    text = handle.strip()
-    if http_url(text):
-        text = urlsplit(text).path.rstrip("/").split("/")[-1]
-    text = text.lstrip("@")
-    if not _BLUESKY_HANDLE.fullmatch(text):
-        raise ValueError(f"{handle!r} is not a Bluesky handle (alice.bsky.social) or DID")
-    return text if text.startswith("did:") else text.lower()
 
 
 def is_xpath(selector: str) -> bool:
@@ -151,7 +104,7 @@ class Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="used by `tribes crawl --source NAME`")
-    platform: Platform
+    platform: str = Field(description="the name of its spider (scrapers/spiders/)")
     api: str | None = Field(
         None, description="base URL: a Mastodon instance or a Bluesky AppView (public.api.bsky.app)"
     )
@@ -168,6 +121,12 @@ class Source(BaseModel):
     def _plain_name(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("platform")
+    @classmethod
+    def _has_spider(cls, value: str) -> str:
+        platform_spider(value)
         return value
 
     @field_validator("api")
@@ -191,40 +150,31 @@ class Source(BaseModel):
 
     @model_validator(mode="after")
     def _fits_platform(self) -> Source:
-        if self.platform == "html" and self.selectors is None:
-            raise ValueError("html sources need selectors (post, text, ...)")
-        if self.platform != "html" and self.selectors is not None:
-            raise ValueError(f"selectors only apply to html sources, not {self.platform}")
+        if self.spider.needs_selectors and self.selectors is None:
+            raise ValueError(f"{self.platform} sources need selectors (post, text, ...)")
+        if not self.spider.needs_selectors and self.selectors is not None:
+            takers = " and ".join(p for p in platforms() if platform_spider(p).needs_selectors)
+            raise ValueError(f"selectors only apply to {takers} sources, not {self.platform}")
         keys = [self.account_key(a) for a in self.accounts]
         duplicate = next((k for k in keys if keys.count(k) > 1), None)
         if duplicate:
             raise ValueError(f"account {duplicate!r} is listed twice")
         return self
 
+    @property
+    def spider(self) -> type[AccountSpider]:
+        """The spider of this source's platform: it knows the platform's rules."""
+        return platform_spider(self.platform)
+
     def account_key(self, account: Account) -> str:
         """The account's stable identity on its platform (the crawl-state key)."""
-        if self.platform == "mastodon":
-            return mastodon_account(account.handle, self.api).user_id
-        if self.platform == "bluesky":
-            return bluesky_actor(account.handle)
-        if not http_url(account.handle.strip()):
-            raise ValueError(f"{account.handle!r} must be an http(s) URL for {self.platform}")
-        return account.handle.strip()
+        return self.spider.account_key(account.handle, self.api)
 
     def hosts(self, account: Account | None = None) -> set[str]:
         """The hosts that requests for `account` (default: for any account) may go to."""
-        if self.platform == "bluesky":
-            urls = [self.bluesky_api]
-        elif self.platform == "mastodon":
-            chosen = [account] if account else self.accounts
-            urls = [mastodon_account(a.handle, self.api).instance for a in chosen]
-        else:
-            urls = [a.handle.strip() for a in ([account] if account else self.accounts)]
-        return {url_host(url) for url in urls} | set(self.allowed_hosts)
-
-    @property
-    def bluesky_api(self) -> str:
-        return self.api or BLUESKY_APPVIEW
+        chosen = [account] if account else self.accounts
+        platform_hosts = (self.spider.hosts(a.handle, self.api) for a in chosen)
+        return set().union(*platform_hosts) | set(self.allowed_hosts)
 
 
 class SourcesFile(BaseModel):
