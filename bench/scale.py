@@ -248,7 +248,7 @@ def measured_import(db: Path, path: Path, sampler: RssSampler) -> tuple[float, f
 def embeddings_count(db: Path) -> int:
     """Stored vectors of post chunks (the units the refresh embeds; not product or term texts)."""
     units = sorted(str(p) for p in (db.parent / "cache").glob("embed-*.parquet"))
-    with store.connect(db) as con:
+    with store.open(db) as con:
         return store.scalar(
             con,
             """SELECT count(*) FROM embeddings WHERE text_hash IN

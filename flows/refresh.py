@@ -148,7 +148,7 @@ def open_db(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     """The database, waiting for another writer; a full disk raises DiskFull naming it."""
     with (
         writing(settings.db),
-        store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+        store.open(settings, "write") as con,
     ):
         yield con
 

@@ -125,7 +125,7 @@ def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, object]:
 
 
 def completed_runs(db: Path) -> pl.DataFrame:
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         return store.frame(
             con,
             "SELECT run_id, finished_at FROM runs WHERE status = 'completed' ORDER BY finished_at",
@@ -163,7 +163,7 @@ def imported(
         },
     )
     assert_completed(wait_final(client, run.id, home), home)
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         assert store.scalar(con, "SELECT count(*) FROM posts") == small.height
     return db
 
@@ -252,7 +252,7 @@ def test_refresh_runs_on_the_worker_and_a_trigger_during_it_waits(client, import
 
     artifacts = artifacts_of(client, first.id)
     clusters = artifacts["tribes-clusters"]
-    with store.connect(imported, read_only=True) as con:
+    with store.open(imported) as con:
         table = store.cluster_table(con, first_run_id)
     assert f"Interest clusters of run {first_run_id}" in clusters.data
     assert clusters.data.count("\n| ") == table.height + 1  # header + one row per cluster
