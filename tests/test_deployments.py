@@ -204,7 +204,14 @@ def test_bad_parameters_are_rejected_before_a_run_starts(client, env):
 
     before = runs()
     cli = subprocess.run(
-        [*serve.PREFECT, "deployment", "run", "refresh/refresh", "--param", "min_cluster_size=1"],
+        [
+            *serve.PREFECT,
+            "deployment",
+            "run",
+            "refresh/refresh",
+            "--param",
+            'options={"min_cluster_size": 1}',
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -214,7 +221,12 @@ def test_bad_parameters_are_rejected_before_a_run_starts(client, env):
     )
     assert cli.returncode != 0
     assert "min_cluster_size" in cli.stdout + cli.stderr
-    for bad in ({"umap_n_components": "five"}, {"profile_method": "median"}, {"full": "yes"}):
+    for bad in (
+        {"options": {"umap_n_components": "five"}},
+        {"options": {"profile_method": "median"}},
+        {"options": {"min_cluster": 5}},  # an unknown option
+        {"full": "yes"},
+    ):
         with pytest.raises(Exception, match="[Vv]alidation|422|409"):
             client.create_flow_run_from_deployment(refresh_id, parameters=bad)
     assert runs() == before

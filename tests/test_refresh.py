@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.refresh import refresh
 from pipeline import store
+from pipeline.settings import RefreshOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ARI_FLOOR = 0.22  # measured 0.315 (mean of 5 seeds 0.339) on the bundled sample; README "Quality"
@@ -99,7 +100,7 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
 
 def test_unchanged_refresh_shows_cached_tasks(refreshed):
     refresh(db=str(refreshed))
-    run_id = refresh(db=str(refreshed), min_cluster_size=6)
+    run_id = refresh(db=str(refreshed), options=RefreshOptions(min_cluster_size=6))
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs()
     cached = {tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.state_name == "Cached"}
@@ -137,7 +138,7 @@ def test_failed_refresh_keeps_previous_results(refreshed):
     with store.open(refreshed) as con:
         before = store.latest_run_id(con)
     with pytest.raises(Exception, match="cannot load model"):
-        refresh(db=str(refreshed), model="no-such-org/no-such-model")
+        refresh(db=str(refreshed), options=RefreshOptions(model="no-such-org/no-such-model"))
     with store.open(refreshed) as con:
         assert store.latest_run_id(con) == before
         status, error = con.execute(
