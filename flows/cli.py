@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from pydantic import ValidationError
@@ -62,9 +62,7 @@ def settings(**overrides: object) -> Settings:
 
 def loaded() -> Settings:
     """The settings `main` loaded for this command."""
-    found = state["settings"]
-    assert isinstance(found, Settings)
-    return found
+    return cast(Settings, state["settings"])
 
 
 def setting_problem(exc: ValidationError) -> str:
