@@ -28,7 +28,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
     """Embed and store the texts (text_hash, text_clean) not embedded yet; returns how many."""
     texts = texts.unique("text_hash")
-    with store.open(settings) as con:
+    with store.open(settings, "write") as con:  # creates the database when there is none
         todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
     if not todo:
         name = embed_step.model_spec(settings).name
