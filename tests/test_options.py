@@ -28,9 +28,7 @@ def test_an_option_refuses_what_its_setting_refuses(workdir, name):
         load_settings(**{name: BAD[name]})
     with pytest.raises(ValidationError) as option:
         RefreshOptions(**{name: BAD[name]})
-    assert [e["type"] for e in option.value.errors()] == [
-        e["type"] for e in setting.value.errors()
-    ]
+    assert [e["type"] for e in option.value.errors()] == [e["type"] for e in setting.value.errors()]
     assert option.value.errors()[0]["loc"] == (name,)
 
 
@@ -45,9 +43,12 @@ def test_given_options_override_the_settings_and_unset_ones_keep_them(workdir):
     applied = options.apply(settings)
     assert (applied.model, applied.umap_n_components) == ("sentence-transformers/x", 7)
     assert (applied.min_cluster_size, applied.top_terms) == (4, 9)
-    assert applied.analysis_fingerprint() == load_settings(
-        top_terms=9, min_cluster_size=4, model="sentence-transformers/x", umap_n_components=7
-    ).analysis_fingerprint()
+    assert (
+        applied.analysis_fingerprint()
+        == load_settings(
+            top_terms=9, min_cluster_size=4, model="sentence-transformers/x", umap_n_components=7
+        ).analysis_fingerprint()
+    )
     assert RefreshOptions().apply(settings) == settings
 
 
