@@ -78,7 +78,7 @@ def main() -> None:
         subprocess.run(command, check=True, cwd=folder)
         wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
         stats = json.loads(report.read_text())["spiders"][0]
-        with store.connect(folder / "bench.duckdb", read_only=True) as con:
+        with store.open(folder / "bench.duckdb") as con:
             stored = store.scalar(con, "SELECT count(*) FROM posts")
     crawl_s, store_s = stats["elapsed_time_seconds"], stats["tribes/store_seconds"]
     print(

@@ -131,7 +131,7 @@ def load_into_db(name: str, posts: pl.DataFrame):
         kind=pl.lit("post"),
         created_at=pl.col("created_at").cast(pl.Datetime),
     )
-    with store.connect(settings.db) as con:
+    with store.open(settings, "write") as con:
         con.register("bench_posts", frame)
         con.execute("DELETE FROM posts WHERE post_id NOT IN (SELECT post_id FROM bench_posts)")
         con.unregister("bench_posts")
@@ -146,10 +146,10 @@ def load_into_db(name: str, posts: pl.DataFrame):
 def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
     """Every cleaned post and its own vector (Tribes embeds chunks; BERTopic needs posts)."""
     model_id = embed.model_spec(settings).model_id
-    with store.connect(settings.db) as con:
+    with store.open(settings) as con:
         posts = clean.clean_posts(store.read_posts(con), settings.min_posts_per_user)
     embed_missing(settings, posts.select("text_hash", "text_clean"), model_id, "single posts")
-    with store.connect(settings.db) as con:
+    with store.open(settings) as con:
         vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
     return posts, vectors
 

@@ -49,7 +49,7 @@ from flows.recommend import import_catalogue  # noqa: E402
 from flows.refresh import refresh  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.ingest import ColumnMap  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import RefreshOptions, load_settings  # noqa: E402
 
 ACCOUNTS = 302
 STUDY_POSTS = 716_649
@@ -224,7 +224,7 @@ def stage_windows(flow_run_id) -> dict[str, tuple[float, float]]:
 def measured_refresh(db: Path, sampler: RssSampler, **options) -> dict[str, tuple[float, float]]:
     """Run the refresh flow; (seconds, peak MB) per stage, plus 'total' and 'overhead'."""
     started = time.time()
-    state = refresh(db=str(db), return_state=True, **options)
+    state = refresh(db=str(db), options=RefreshOptions(**options), return_state=True)
     state.result()
     ended = time.time()
     windows = stage_windows(state.state_details.flow_run_id)
@@ -248,7 +248,7 @@ def measured_import(db: Path, path: Path, sampler: RssSampler) -> tuple[float, f
 def embeddings_count(db: Path) -> int:
     """Stored vectors of post chunks (the units the refresh embeds; not product or term texts)."""
     units = sorted(str(p) for p in (db.parent / "cache").glob("embed-*.parquet"))
-    with store.connect(db) as con:
+    with store.open(db) as con:
         return store.scalar(
             con,
             """SELECT count(*) FROM embeddings WHERE text_hash IN

@@ -37,7 +37,7 @@ def report_link(settings: Settings, page: Path) -> str:
 @task(retries=1, retry_delay_seconds=2)
 def show_in_ui(settings: Settings, run_id: str) -> list[str]:
     """Publish the run's clusters, changes and report link as artifacts; returns their keys."""
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings) as con:
         data = load_report_data(con, run_id)
         table = store.cluster_table(con, run_id)
     changes = data.changes()

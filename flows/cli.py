@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from pydantic import ValidationError
@@ -15,7 +18,7 @@ from rich.text import Text
 
 from flows.console import SafeConsole
 from pipeline.settings import (
-    ProfileMethod,
+    RefreshOptions,
     Settings,
     SettingsError,
     closest_setting,
@@ -55,6 +58,11 @@ def settings(**overrides: object) -> Settings:
         raise fail(str(exc)) from None
     except ValidationError as exc:
         raise fail(setting_problem(exc)) from None
+
+
+def loaded() -> Settings:
+    """The settings `main` loaded for this command."""
+    return cast(Settings, state["settings"])
 
 
 def setting_problem(exc: ValidationError) -> str:
@@ -112,7 +120,8 @@ def main(
 
     stop_on_signals()  # Ctrl-C and SIGTERM stop any command within seconds
     state["db"] = db
-    prepare(settings())
+    state["settings"] = settings()
+    prepare(loaded())
 
 
 @app.command("import")
@@ -138,30 +147,55 @@ def import_command(
     console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
 
 
+def option_flags() -> list[inspect.Parameter]:
+    """One optional --flag per refresh option, typed and described as its setting."""
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Settings.model_fields[name].annotation | None, typer.Option(help=field.description)
+            ],
+        )
+        for name, field in RefreshOptions.model_fields.items()
+    ]
+
+
+def with_option_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(options: RefreshOptions, ...)` as a command taking each option as a --flag."""
+    flags = option_flags()
+    rest = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "options"
+    ]
+
+    @functools.wraps(command)
+    def flagged(**given: object) -> None:
+        try:
+            options = RefreshOptions(**{flag.name: given.pop(flag.name, None) for flag in flags})
+        except ValidationError as exc:
+            raise fail(setting_problem(exc)) from None
+        command(options=options, **given)
+
+    flagged.__signature__ = inspect.Signature([*flags, *rest])  # type: ignore[attr-defined]
+    flagged.__annotations__ = {p.name: p.annotation for p in [*flags, *rest]}
+    return flagged
+
+
 @app.command()
+@with_option_flags
 def refresh(
-    model: Annotated[str | None, typer.Option(help="sentence-transformers name or path")] = None,
-    profile_method: Annotated[ProfileMethod | None, typer.Option()] = None,
-    min_cluster_size: int | None = None,
-    umap_n_components: int | None = None,
-    umap_n_neighbors: int | None = None,
-    random_state: int | None = None,
+    options: RefreshOptions,
     full: Annotated[bool, typer.Option(help="ignore every cache")] = False,
 ) -> None:
     """Embed new posts and re-cluster every user; stores a new run."""
-    overrides = dict(
-        model=model,
-        profile_method=profile_method,
-        min_cluster_size=min_cluster_size,
-        umap_n_components=umap_n_components,
-        umap_n_neighbors=umap_n_neighbors,
-        random_state=random_state,
-    )
-    config = settings(**overrides)
+    config = options.apply(loaded())
     check_refresh(config)
     from flows.refresh import refresh as refresh_flow
 
-    run_id = run_guarded(lambda: refresh_flow(db=str(config.db), full=full, **overrides))
+    run_id = run_guarded(lambda: refresh_flow(db=str(config.db), options=options, full=full))
     show_clusters(config, run_id)
     page = config.reports_dir / run_id / "report.html"
     if page.exists():

@@ -155,30 +155,29 @@ def run_spiders(
 
 
 @task(retries=2, retry_delay_seconds=2)
-def record_start(db: str, wait_seconds: float, source: str | None) -> str:
-    with store.connect(db, wait_seconds=wait_seconds) as con:
+def record_start(settings: Settings, source: str | None) -> str:
+    with store.open(settings, "write") as con:
         store.abandon_stale(con)
         return store.start_crawl(con, source)
 
 
 @task(retries=2, retry_delay_seconds=2)
 def record_finish(
-    db: str,
-    wait_seconds: float,
+    settings: Settings,
     crawl_id: str,
     status: str,
     stats: dict | None,
     error: str | None = None,
 ) -> None:
-    with store.connect(db, wait_seconds=wait_seconds) as con:
+    with store.open(settings, "write") as con:
         store.finish_crawl(con, crawl_id, status, stats, error)
 
 
-def record_failure(db: str, wait_seconds: float, crawl_id: str, error: BaseException) -> None:
+def record_failure(settings: Settings, crawl_id: str, error: BaseException) -> None:
     """Record the crawl as failed, directly (no task: after Ctrl-C there is no time for one).
     When even that fails, the next crawl finds it `abandoned`."""
     try:
-        with store.connect(db, wait_seconds=wait_seconds) as con:
+        with store.open(settings, "write") as con:
             store.finish_crawl(con, crawl_id, "failed", None, lifetime.failure_reason(error))
     except Exception as exc:
         get_run_logger().warning("could not mark crawl %s failed: %s", crawl_id, exc)
@@ -215,13 +214,11 @@ def crawl(
     """
     settings = load_settings(db=db, sources=sources)
     load_sources(settings.sources).select(source)  # a bad file fails here, in one line
-    db_path = str(settings.db)
-    wait = settings.lock_wait_seconds
-    crawl_id = record_start(db_path, wait, source)
+    crawl_id = record_start(settings, source)
     log_dir = settings.state / "crawls"
     try:
         report_path = run_spiders(
-            db_path,
+            str(settings.db),
             str(settings.sources.resolve()),
             crawl_id,
             str(log_dir),
@@ -231,7 +228,7 @@ def crawl(
             dict(scrapy_settings or {}),
         )
     except BaseException as exc:
-        record_failure(db_path, wait, crawl_id, exc)
+        record_failure(settings, crawl_id, exc)
         raise
     report = json.loads(Path(report_path).read_text(encoding="utf-8"))
     report["options"] = {
@@ -239,7 +236,7 @@ def crawl(
         "max_posts_per_user": max_posts_per_user,
         "since": since.isoformat() if since else None,
     }
-    record_finish(db_path, wait, crawl_id, "completed", report)
+    record_finish(settings, crawl_id, "completed", report)
     summary = summarise(crawl_id, report, str(log_dir / f"{crawl_id}.log"))
     logger = get_run_logger()
     for row in summary.accounts:  # every account when few, else those with errors

@@ -11,7 +11,7 @@ import polars as pl
 from flows.refresh import refresh
 from flows.vectors import stored_vectors
 from pipeline import clean, evaluate, label, store
-from pipeline.settings import Settings
+from pipeline.settings import RefreshOptions, Settings
 
 SEEDS = (42, 0, 1, 2, 3)
 
@@ -135,7 +135,9 @@ def evaluate_study(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scor
 
 def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
     """Refresh once per seed (embeddings are reused) and score every run against `known`."""
-    runs = [refresh(db=str(settings.db), random_state=seed) for seed in seeds]
+    runs = [
+        refresh(db=str(settings.db), options=RefreshOptions(random_state=seed)) for seed in seeds
+    ]
     joined = [run_members(settings, r).join(known, on="user_id").sort("user_id") for r in runs]
     first = joined[0]
     headline = evaluate.agreement(first["label"], first["cluster_id"])

@@ -63,7 +63,7 @@ def import_file(
         table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
     )
     texts = data.posts["text"]
-    with store.connect(settings.db, wait_seconds=60) as con:
+    with store.open(settings, "write") as con:
         overlap = store.texts_on_other_platforms(con, platform, texts)
         counts = store.upsert_posts(con, data.posts, data.users)
     refused = {REFUSED: counts.refused.height} if counts.refused.height else {}

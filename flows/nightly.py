@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.refresh import refresh
-from pipeline.settings import ProfileMethod, load_settings
+from pipeline.settings import RefreshOptions, load_settings
 
 
 class CrawlFailed(RuntimeError):
@@ -25,10 +25,7 @@ def nightly(
     db: str | None = None,
     sources: str | None = None,
     max_posts_per_user: Annotated[int, Field(ge=1)] | None = None,
-    model: str | None = None,
-    profile_method: ProfileMethod | None = None,
-    umap_n_components: Annotated[int, Field(ge=2, le=100)] | None = None,
-    min_cluster_size: Annotated[int, Field(ge=2)] | None = None,
+    options: RefreshOptions = RefreshOptions(),
     full: bool = False,
 ) -> str:
     """Crawl (when a sources file exists), then refresh; returns the new run's id.
@@ -37,10 +34,7 @@ def nightly(
         db: DuckDB file; default from the settings (.tribes/tribes.duckdb)
         sources: the accounts to crawl; default sources.yaml (no file: no crawl)
         max_posts_per_user: collect at most the N newest posts per account
-        model: sentence-transformers model name or path
-        profile_method: how a user's posts become one profile
-        umap_n_components: dimensions UMAP reduces the profiles to before clustering
-        min_cluster_size: smallest interest group HDBSCAN keeps; default scaled to the users
+        options: settings overridden for the refresh; unset ones come from the settings
         full: ignore every cache (stored embeddings are kept)
     """
     logger = get_run_logger()
@@ -59,14 +53,7 @@ def nightly(
             logger.error("the crawl failed; refreshing with the posts already stored")
     else:
         logger.info("no sources file %s: skipping the crawl", settings.sources.resolve())
-    run_id = refresh(
-        db=str(settings.db),
-        model=model,
-        profile_method=profile_method,
-        umap_n_components=umap_n_components,
-        min_cluster_size=min_cluster_size,
-        full=full,
-    )
+    run_id = refresh(db=str(settings.db), options=options, full=full)
     if crawled is not None and crawled.is_failed():
         raise CrawlFailed(f"run {run_id} completed, but the crawl before it failed")
     return run_id

@@ -25,7 +25,7 @@ def recommend(settings: Settings, run_id: str, units_path: str, model_id: str) -
     """Rank the catalogue for every cluster and user of a run from the vectors of their profile
     units (post chunks or posts); returns rows written (0 when there is no catalogue)."""
     logger = run_logger()
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings) as con:
         products = store.read_products(con)
         members = store.run_members(con, run_id).select("platform", "user_id", "cluster_id")
         terms = store.run_terms(con, run_id)
@@ -35,14 +35,14 @@ def recommend(settings: Settings, run_id: str, units_path: str, model_id: str) -
     units = pl.read_parquet(units_path).join(
         members, on=["platform", "user_id"], how="inner", maintain_order="left"
     )
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings) as con:
         unit_vectors = store.load_embeddings(con, model_id, units["text_hash"].to_list())
     product_vectors = stored_vectors(settings, rec.product_texts(products), "products")
     term_vectors = stored_vectors(settings, terms["term"].to_list(), "cluster terms")
     rows = rec.recommend_all(
         units, unit_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
     )
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings, "write") as con:
         store.write_recommendations(con, run_id, rows)
     logger.info(
         "ranked %d products for %d clusters and %d users",

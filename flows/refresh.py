@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import duckdb
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, Inputs
-from pydantic import Field
 
 from flows import lifetime
 from flows.artifacts import show_in_ui
@@ -39,7 +38,7 @@ from pipeline import label as label_step
 from pipeline import profile as profile_step
 from pipeline import reduce as reduce_step
 from pipeline import store
-from pipeline.settings import ProfileMethod, Settings, load_settings
+from pipeline.settings import RefreshOptions, Settings, load_settings
 
 lifetime.tie_temporary_server()
 
@@ -148,7 +147,7 @@ def open_db(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     """The database, waiting for another writer; a full disk raises DiskFull naming it."""
     with (
         writing(settings.db),
-        store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+        store.open(settings, "write") as con,
     ):
         yield con
 
@@ -395,28 +394,16 @@ def run_stage(timings: dict[str, float], stage_task, **params: Any) -> str:
 
 @flow(name="refresh")
 def refresh(
-    db: str | None = None,
-    model: str | None = None,
-    profile_method: ProfileMethod | None = None,
-    umap_n_components: Annotated[int, Field(ge=2, le=100)] | None = None,
-    umap_n_neighbors: Annotated[int, Field(ge=2)] | None = None,
-    min_cluster_size: Annotated[int, Field(ge=2)] | None = None,
-    random_state: int | None = None,
-    full: bool = False,
+    db: str | None = None, options: RefreshOptions = RefreshOptions(), full: bool = False
 ) -> str:
     """Cluster every user in the database into interest groups; returns the new run's id.
 
-    `full=True` ignores every cache (the embeddings stored in DuckDB are kept).
+    Args:
+        db: DuckDB file; default from the settings (.tribes/tribes.duckdb)
+        options: settings overridden for this run; unset ones come from the settings
+        full: ignore every cache (the embeddings stored in DuckDB are kept)
     """
-    settings = load_settings(
-        db=db,
-        model=model,
-        profile_method=profile_method,
-        umap_n_components=umap_n_components,
-        umap_n_neighbors=umap_n_neighbors,
-        min_cluster_size=min_cluster_size,
-        random_state=random_state,
-    )
+    settings = options.apply(load_settings(db=db))
     with one_refresh_at_a_time(settings):
         return refresh_now(settings, full)
 

@@ -84,7 +84,7 @@ def insight(settings: Settings, run_id: str, units_path: str, model_id: str) -> 
     try:
         started = time.perf_counter()
         recommend(settings, run_id, units_path, model_id)
-        with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+        with store.open(settings, "write") as con:
             store.add_run_timings(
                 con, run_id, {"recommend": round(time.perf_counter() - started, 3)}
             )

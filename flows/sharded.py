@@ -111,7 +111,7 @@ def embed_sharded(settings: Settings, texts_path: str, model_id: str, what: str)
         shard, path = future.result(), futures[future]
         with (
             writing(settings.db),
-            store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+            store.open(settings, "write") as con,
         ):
             store.insert_embeddings(con, model_id, shards[path], np.load(shard.vectors))
         future.wrapped_future.release()  # stored: a worker lost later must not recompute it

@@ -28,7 +28,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 def embed_missing(settings: Settings, texts: pl.DataFrame, model_id: str, what: str) -> int:
     """Embed and store the texts (text_hash, text_clean) not embedded yet; returns how many."""
     texts = texts.unique("text_hash")
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings, "write") as con:  # creates the database when there is none
         todo = set(store.missing_hashes(con, model_id, texts["text_hash"].to_list()))
     if not todo:
         name = embed_step.model_spec(settings).name
@@ -55,7 +55,7 @@ def embed_here(settings: Settings, texts: pl.DataFrame, model_id: str, what: str
         )
         with (
             writing(settings.db),
-            store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con,
+            store.open(settings, "write") as con,
         ):
             store.insert_embeddings(con, model_id, chunk["text_hash"].to_list(), vectors)
         done += chunk.height
@@ -73,5 +73,5 @@ def stored_vectors(settings: Settings, texts: list[str], what: str) -> np.ndarra
         schema=[("text_hash", pl.Utf8), ("text_clean", pl.Utf8)],
     )
     embed_missing(settings, frame, model_id, what)
-    with store.connect(settings.db, wait_seconds=settings.lock_wait_seconds) as con:
+    with store.open(settings) as con:
         return store.load_embeddings(con, model_id, keys)

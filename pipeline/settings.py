@@ -6,9 +6,10 @@ import difflib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +23,17 @@ DEFAULT_MODEL = "use-multilingual-v3"  # bundled: pipeline/models/use-multilingu
 DEFAULT_MODEL_NAMES = {DEFAULT_MODEL, "bundled"}
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # bundled too (English only)
 ProfileMethod = Literal["chunk_mean", "mean", "centered_mean", "debiased_mean"]
+
+
+def model_name(value: str) -> str:
+    """A model name or path, stripped; a blank one is refused."""
+    if not value.strip():
+        raise ValueError("model must name a sentence-transformers model or a local path")
+    return value.strip()
+
+
+ModelName = Annotated[str, AfterValidator(model_name)]
+
 CRAWL_SETTINGS = {
     "sources",
     "user_agent",
@@ -58,7 +70,7 @@ class Settings(BaseSettings):
     )
 
     # embed
-    model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
+    model: ModelName = Field(DEFAULT_MODEL, description="sentence-transformers model name or path")
     model_download: bool = Field(
         False, description="fetch a model name from the Hugging Face hub when it is not cached"
     )
@@ -99,7 +111,9 @@ class Settings(BaseSettings):
     min_posts_per_user: int = Field(3, ge=1, description="users with fewer posts are not clustered")
 
     # profile
-    profile_method: ProfileMethod = "chunk_mean"
+    profile_method: ProfileMethod = Field(
+        "chunk_mean", description="how a user's posts become one profile"
+    )
     profile_chunk_chars: int | None = Field(
         None,
         ge=100,
@@ -112,10 +126,14 @@ class Settings(BaseSettings):
     )
 
     # reduce
-    umap_n_neighbors: int | None = Field(None, ge=2, description="None = scaled to the users")
-    umap_n_components: int = Field(5, ge=2, le=100)
+    umap_n_neighbors: int | None = Field(
+        None, ge=2, description="UMAP's neighbourhood size; None = scaled to the users"
+    )
+    umap_n_components: int = Field(
+        5, ge=2, le=100, description="dimensions UMAP reduces the profiles to before clustering"
+    )
     umap_min_dist: float = Field(0.0, ge=0.0, le=1.0)
-    random_state: int = 42
+    random_state: int = Field(42, description="seed of every random step: same seed, same clusters")
     consensus_runs: int = Field(
         10,
         ge=1,
@@ -124,7 +142,9 @@ class Settings(BaseSettings):
     )
 
     # cluster
-    min_cluster_size: int | None = Field(None, ge=2, description="None = scaled to the users")
+    min_cluster_size: int | None = Field(
+        None, ge=2, description="smallest interest group HDBSCAN keeps; None = scaled to the users"
+    )
     min_samples: int | None = Field(None, ge=1)
 
     # label
@@ -154,13 +174,6 @@ class Settings(BaseSettings):
 
     # recommend (products from `tribes products import`)
     recommend_top: int = Field(5, ge=1, le=100, description="products kept per cluster and user")
-
-    @field_validator("model")
-    @classmethod
-    def _model_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("model must name a sentence-transformers model or a local path")
-        return value.strip()
 
     @model_validator(mode="after")
     def _one_dask_cluster(self) -> Settings:
@@ -219,6 +232,46 @@ class Settings(BaseSettings):
             "reports_url",
         }
         return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
+
+
+REFRESH_OPTIONS = (  # the settings one refresh may override (CLI flags, flow parameters)
+    "model",
+    "profile_method",
+    "min_cluster_size",
+    "umap_n_components",
+    "umap_n_neighbors",
+    "random_state",
+)
+
+
+class Options(BaseModel):
+    """Settings overridden for one run; None (or absent) keeps the setting. Unknown names are
+    refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def apply(self, settings: Settings) -> Settings:
+        """`settings` with the options given here (validated already, by the settings' types)."""
+        return settings.model_copy(update=self.model_dump(exclude_none=True))
+
+
+def optional(setting: FieldInfo) -> tuple[object, FieldInfo]:
+    """A setting as an option: its type and constraints, or None; its description."""
+    kind = (
+        Annotated[(setting.annotation, *setting.metadata)]
+        if setting.metadata
+        else setting.annotation
+    )
+    return kind | None, Field(None, description=setting.description)
+
+
+RefreshOptions = create_model(
+    "RefreshOptions",
+    __base__=Options,
+    __doc__="The analysis settings one refresh may override (the CLI's flags, the refresh and "
+    "nightly flows' `options`); None keeps the setting.",
+    **{name: optional(Settings.model_fields[name]) for name in REFRESH_OPTIONS},
+)
 
 
 class SettingsError(ValueError):

@@ -325,12 +325,10 @@ def _session(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.Duck
 
 
 @contextmanager
-def connect(
-    path: Path | str, *, read_only: bool = False, wait_seconds: float = 0.0
+def _connect(
+    path: Path, read_only: bool, wait_seconds: float
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the database (migrating it when writable), waiting up to `wait_seconds` for a lock.
-    New code opens it with `open(settings, mode)`."""
-    path = Path(path)
+    """Open the database (migrating it when writable), waiting up to `wait_seconds` for a lock."""
     check_database_file(path, "read" if read_only else "write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,29 +342,32 @@ def connect(
 
 @contextmanager
 def open(  # noqa: A001 - `store.open`, the one way to open the database
-    where: Settings | Path | str, mode: Mode = "read"
+    where: Settings | Path | str, mode: Mode = "read", *, wait_seconds: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The database of `where` (settings, or a path with the default wait), read-only or
-    writable (migrated). Waits up to `lock_wait_seconds` while another process holds it, then
-    raises `StoreLocked`; reading a database that does not exist raises `StoreError`."""
+    """The database of `where` (settings, or a database path), read-only or writable (migrated).
+    Waits while another process holds it, up to the `lock_wait_seconds` setting (its default for
+    a path; `wait_seconds` where the setting arrives another way, as in the crawl's Scrapy
+    process; 0 tries once), then raises `StoreLocked`. Reading a database that does not exist
+    raises `StoreError`."""
     if isinstance(where, Settings):
-        path, wait = where.db, where.lock_wait_seconds
+        path, setting = where.db, where.lock_wait_seconds
     else:
-        path, wait = Path(where), Settings.model_fields["lock_wait_seconds"].default
+        path, setting = Path(where), Settings.model_fields["lock_wait_seconds"].default
+    wait = setting if wait_seconds is None else wait_seconds
     if mode == "write":
-        with connect(path, wait_seconds=wait) as con:
+        with _connect(path, False, wait) as con:
             yield con
         return
-    with connect(path, read_only=True, wait_seconds=wait) as con:
+    with _connect(path, True, wait) as con:
         version = schema_version(con)
         if version == SCHEMA_VERSION:
             yield con
             return
     if version == 0:
         raise StoreError(f"{path} holds no Tribes data: import or crawl first")
-    with connect(path, wait_seconds=wait):  # an older schema: migrate it, then read
+    with _connect(path, False, wait):  # an older schema: migrate it, then read
         pass
-    with connect(path, read_only=True, wait_seconds=wait) as con:
+    with _connect(path, True, wait) as con:
         yield con
 
 

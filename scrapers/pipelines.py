@@ -46,7 +46,7 @@ STATE_SCHEMA = {
     "newest_created_at": pl.Datetime("us"),
     "cursor": pl.Utf8,
 }
-YIELD_SECONDS = 2.5  # longer than store.connect's polling interval, so a waiting writer gets in
+YIELD_SECONDS = 2.5  # longer than store.open's polling interval, so a waiting writer gets in
 RETRY_SECONDS = 1.0  # how soon to try again when another process holds the database
 MAX_PENDING_BATCHES = 10  # past this many queued batches, wait for the database instead
 
@@ -98,7 +98,7 @@ class DuckDBPipeline:
             db=Path(settings.get("TRIBES_DB")),
             batch_size=settings.getint("TRIBES_BATCH_SIZE", 1000),
             flush_seconds=settings.getfloat("TRIBES_FLUSH_SECONDS", 30.0),
-            wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS", 900.0),
+            wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS"),
             hold_seconds=settings.getfloat("TRIBES_DB_HOLD_SECONDS", 30.0),
             idle_seconds=settings.getfloat("TRIBES_DB_IDLE_SECONDS", 5.0),
             max_chars=settings.getint("TRIBES_MAX_POST_CHARS", 20_000),
@@ -159,10 +159,10 @@ class DuckDBPipeline:
             stack = ExitStack()
             try:
                 self._con = stack.enter_context(
-                    store.connect(self.db, wait_seconds=self.wait_seconds if wait else 0.0)
+                    store.open(self.db, "write", wait_seconds=self.wait_seconds if wait else 0.0)
                 )
-            except store.StoreError as exc:
-                if wait or "locked" not in str(exc):
+            except store.StoreLocked:
+                if wait:
                     raise
                 return None
             self._open, self._opened_at = stack, time.monotonic()

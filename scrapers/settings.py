@@ -5,6 +5,8 @@ AUTOTHROTTLE_START_DELAY, twice it), CONCURRENT_REQUESTS_PER_DOMAIN, RETRY_TIMES
 values from the typed Tribes settings (`pipeline/settings.py`: defaults < tribes.toml < TRIBES_*
 environment)."""
 
+from pipeline.settings import Settings
+
 BOT_NAME = "tribes"
 SPIDER_MODULES = ["scrapers.spiders"]
 NEWSPIDER_MODULE = "scrapers.spiders"
@@ -54,7 +56,8 @@ ITEM_PIPELINES = {"scrapers.pipelines.DuckDBPipeline": 300}
 TRIBES_DB = ".tribes/tribes.duckdb"
 TRIBES_BATCH_SIZE = 1000  # posts per transaction: a kill -9 loses at most this many...
 TRIBES_FLUSH_SECONDS = 30.0  # ...or this many seconds of crawling (the next crawl refetches them)
-TRIBES_DB_WAIT_SECONDS = 900.0  # wait this long for another writer (from lock_wait_seconds)
+# wait this long for another writer: lock_wait_seconds (scrapers.run passes the setting)
+TRIBES_DB_WAIT_SECONDS = Settings.model_fields["lock_wait_seconds"].default
 TRIBES_DB_HOLD_SECONDS = 30.0  # keep the database to ourselves at most this long at a stretch
 TRIBES_DB_IDLE_SECONDS = 5.0  # and close it after this long without a batch
 TRIBES_MAX_POST_CHARS = 20_000

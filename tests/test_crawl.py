@@ -103,7 +103,7 @@ def crawl(folder: Path, sources: list[dict], **options) -> dict[str, dict]:
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         return con.execute(sql, params or []).fetchall()
 
 
@@ -424,7 +424,7 @@ def test_mastodon_stores_each_status_language(workdir, server):
 def test_crawl_waits_for_another_writer(workdir, server):
     command, report = runner_command(workdir, [entry(server, "rss")])
     db = workdir / "t.duckdb"
-    with store.connect(db):  # a refresh holding the write lock
+    with store.open(db, "write"):  # a refresh holding the write lock
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir
         )
@@ -456,12 +456,12 @@ def test_a_refresh_gets_the_database_during_a_long_crawl(workdir, sample):
             time.sleep(0.02)
         db = workdir / "t.duckdb"
         asked = time.monotonic()
-        with store.connect(db, wait_seconds=60) as con:  # what a refresh task does
+        with store.open(db, "write") as con:  # what a refresh task does
             waited = time.monotonic() - asked
             stored = store.scalar(con, "SELECT count(*) FROM posts")
             assert process.poll() is None  # the crawl is still going: we did not wait it out
             time.sleep(1.5)  # hold the lock a while: the crawl queues posts, then goes on
-        assert waited < 6  # hold (1 s) + the crawl giving way + store.connect's polling
+        assert waited < 6  # hold (1 s) + the crawl giving way + store.open's polling
         assert process.wait(timeout=120) == 0
         total = sum(len(a.posts) for a in server.accounts.values())
         assert 0 < stored < total
@@ -488,7 +488,7 @@ def test_cli_crawl_prints_counts_and_records_the_crawl(
     second = cli.invoke(app, ["--db", str(db), "crawl", "--sources", str(sources)])
     assert second.exit_code == 0, second.output
     assert "6 accounts, 90 new, 0 updated, 0 unchanged, 0 skipped, 0 errors" in second.output
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         crawls = store.crawls_table(con)
     assert crawls["status"].to_list() == ["completed", "completed"]
     assert crawls["source"].to_list() == ["all", "rss"]
@@ -519,7 +519,7 @@ def test_cli_demo_crawls_imports_products_refreshes_and_reports(prefect_harness,
     assert "139 accounts" in result.output and "0 errors" in result.output
     report = Path(result.output.split("report:")[-1].split()[0])
     assert report.name == "report.html" and report.exists()
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 1
         assert store.scalar(con, "SELECT count(DISTINCT cluster_id) FROM latest_user_clusters") >= 5
         assert store.scalar(con, "SELECT count(*) FROM products") > 0

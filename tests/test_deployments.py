@@ -125,7 +125,7 @@ def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, object]:
 
 
 def completed_runs(db: Path) -> pl.DataFrame:
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         return store.frame(
             con,
             "SELECT run_id, finished_at FROM runs WHERE status = 'completed' ORDER BY finished_at",
@@ -163,7 +163,7 @@ def imported(
         },
     )
     assert_completed(wait_final(client, run.id, home), home)
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         assert store.scalar(con, "SELECT count(*) FROM posts") == small.height
     return db
 
@@ -204,7 +204,14 @@ def test_bad_parameters_are_rejected_before_a_run_starts(client, env):
 
     before = runs()
     cli = subprocess.run(
-        [*serve.PREFECT, "deployment", "run", "refresh/refresh", "--param", "min_cluster_size=1"],
+        [
+            *serve.PREFECT,
+            "deployment",
+            "run",
+            "refresh/refresh",
+            "--param",
+            'options={"min_cluster_size": 1}',
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -214,7 +221,12 @@ def test_bad_parameters_are_rejected_before_a_run_starts(client, env):
     )
     assert cli.returncode != 0
     assert "min_cluster_size" in cli.stdout + cli.stderr
-    for bad in ({"umap_n_components": "five"}, {"profile_method": "median"}, {"full": "yes"}):
+    for bad in (
+        {"options": {"umap_n_components": "five"}},
+        {"options": {"profile_method": "median"}},
+        {"options": {"min_cluster": 5}},  # an unknown option
+        {"full": "yes"},
+    ):
         with pytest.raises(Exception, match="[Vv]alidation|422|409"):
             client.create_flow_run_from_deployment(refresh_id, parameters=bad)
     assert runs() == before
@@ -252,7 +264,7 @@ def test_refresh_runs_on_the_worker_and_a_trigger_during_it_waits(client, import
 
     artifacts = artifacts_of(client, first.id)
     clusters = artifacts["tribes-clusters"]
-    with store.connect(imported, read_only=True) as con:
+    with store.open(imported) as con:
         table = store.cluster_table(con, first_run_id)
     assert f"Interest clusters of run {first_run_id}" in clusters.data
     assert clusters.data.count("\n| ") == table.height + 1  # header + one row per cluster

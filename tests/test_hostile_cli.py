@@ -54,7 +54,7 @@ def write_posts(path: Path, users: int, posts_each: int) -> Path:
 
 
 def test_clusters_print_no_terminal_control_codes(refreshed):
-    with store.connect(refreshed) as con:
+    with store.open(refreshed, "write") as con:
         run_id = store.latest_run_id(con)
         con.execute("UPDATE users SET display_name = ?", [EVIL])
         con.execute(
@@ -255,7 +255,7 @@ def test_report_out_naming_an_existing_file_is_one_line(refreshed, workdir):
 def test_a_bad_model_path_is_refused_before_a_run_starts(refreshed, workdir):
     (workdir / "empty_model").mkdir()
     (workdir / "model.bin").write_bytes(b"\0" * 10)
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         runs = store.scalar(con, "SELECT count(*) FROM runs")
     for model, problem in (
         ("./no/such/model", "no model folder at ./no/such/model"),
@@ -266,7 +266,7 @@ def test_a_bad_model_path_is_refused_before_a_run_starts(refreshed, workdir):
         result = tribes("--db", str(refreshed), "refresh", "--model", model)
         assert_one_line_error(result, problem)
         assert time.monotonic() - started < 10
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         assert store.scalar(con, "SELECT count(*) FROM runs") == runs  # no run was started
 
 

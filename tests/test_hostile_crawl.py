@@ -78,7 +78,7 @@ def crawl(
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         return con.execute(sql, params or []).fetchall()
 
 
@@ -396,6 +396,6 @@ def test_cli_crawl_fails_when_every_account_failed_and_shows_why(
     assert "every account failed" in result.output
     assert "HTTP 404 after retries" in result.output
     assert "not an RSS or Atom feed" in result.output
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         stats = json.loads(store.crawls_table(con)["stats"][0])
     assert all(a["reason"] for a in stats["accounts"])

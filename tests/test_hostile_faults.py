@@ -139,7 +139,7 @@ def stop(process: subprocess.Popen, signum: int, whole_group: bool) -> float:
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
-    with store.connect(db, wait_seconds=30) as con:
+    with store.open(db, wait_seconds=30) as con:
         return con.execute(sql).fetchall()
 
 
@@ -220,7 +220,7 @@ def test_killed_refresh_leaves_no_child_and_shows_abandoned(tmp_path):
     shown = CliRunner().invoke(app, ["--db", str(db), "status"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "abandoned" in shown.output, shown.output
     assert rows(db, "SELECT status FROM runs") == [("running",)]  # `status` only reads
-    with store.connect(db) as con:  # the next refresh or crawl marks it
+    with store.open(db, "write") as con:  # the next refresh or crawl marks it
         assert store.abandon_stale(con) == 1
     assert rows(db, "SELECT status FROM runs") == [("abandoned",)]
 
@@ -237,7 +237,7 @@ def test_killed_crawl_leaves_no_scrapy_process_and_the_next_crawl_marks_it_aband
     process.kill()
     process.wait()
     assert alive(children, 5) == []
-    with store.connect(db, wait_seconds=30) as con:
+    with store.open(db, "write", wait_seconds=30) as con:
         assert store.crawls_table(con)["status"].to_list() == ["abandoned"]
         store.abandon_stale(con)  # what the next `tribes crawl` does first
     assert rows(db, "SELECT status FROM crawls") == [("abandoned",)]
@@ -247,11 +247,11 @@ def test_a_row_is_abandoned_only_when_its_process_has_ended(tmp_path):
     db = tmp_path / "t.duckdb"
     code = (
         "import sys; from pipeline import store\n"
-        "with store.connect(sys.argv[1]) as con: store.start_run(con, {}, 'v'); "
+        "with store.open(sys.argv[1], 'write') as con: store.start_run(con, {}, 'v'); "
         "store.start_crawl(con, None)"
     )
     subprocess.run([sys.executable, "-c", code, str(db)], check=True, env=cli_env())
-    with store.connect(db) as con:
+    with store.open(db, "write") as con:
         mine = store.start_run(con, {}, "v")  # this process: alive
         assert store.abandon_stale(con) == 2
         assert store.abandon_stale(con) == 0  # idempotent
@@ -293,7 +293,7 @@ def test_a_torn_cache_file_is_recomputed_not_fatal(workdir, monkeypatch):
         path.write_bytes(data[: len(data) // 2])
     second = refresh(db=str(db))
     assert [unreadable(p) for p in artifacts] == [None] * len(artifacts)
-    with store.connect(db) as con:
+    with store.open(db) as con:
         assert store.run_info(con, second)["status"] == "completed"
         same = """SELECT count(*) FROM user_clusters a JOIN user_clusters b
             USING (platform, user_id) WHERE a.run_id = ? AND b.run_id = ?

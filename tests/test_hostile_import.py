@@ -34,7 +34,7 @@ def tribes(db: Path, *args: str):
 
 
 def stored(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with store.connect(db, read_only=True) as con:
+    with store.open(db) as con:
         return con.execute(sql, params or []).fetchall()
 
 
@@ -126,7 +126,7 @@ def test_crawled_posts_whose_ids_belong_to_another_account_are_skipped(workdir, 
             },
             schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8},
         )
-        with store.connect(db) as con:
+        with store.open(db, "write") as con:
             store.upsert_posts(con, taken)
         counts = crawl(workdir, db, sources)
     assert [(c["new"], c["updated"], c["unchanged"], c["skipped"]) for c in counts.values()] == [
@@ -278,7 +278,8 @@ def test_a_file_with_no_valid_row_exits_non_zero(workdir):
 
 def test_posts_and_users_are_written_in_one_transaction(workdir):
     db = workdir / "t.duckdb"
-    with store.connect(db) as con:  # a users table that refuses one name: the users write fails
+    # a users table that refuses one name: the users write fails
+    with store.open(db, "write") as con:
         con.execute("DROP TABLE users")
         con.execute(
             """CREATE TABLE users (platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL,

@@ -17,7 +17,7 @@ def tribes(db, *args):
 
 
 def post_count(db):
-    with store.connect(db) as con:
+    with store.open(db) as con:
         return store.scalar(con, "SELECT count(*) FROM posts")
 
 
@@ -31,7 +31,7 @@ def test_import_parquet_sample_then_reimport_adds_nothing(workdir, sample_path):
     second = tribes(db, "import", str(sample_path), "--platform", "facebook")
     assert "0 inserted, 0 updated, 4164 unchanged" in second.output
     assert post_count(db) == 4164
-    with store.connect(db) as con:
+    with store.open(db) as con:
         labels = dict(con.execute("SELECT user_id, label FROM users").fetchall())
     assert labels["arsenal"] == "sports" and len(labels) == 139  # labels survive a re-import
 
@@ -72,7 +72,7 @@ def test_import_csv_and_jsonl_with_renamed_columns(workdir):
         encoding="utf-8",
     )
     assert tribes(db, "import", str(jsonl)).exit_code == 0
-    with store.connect(db) as con:
+    with store.open(db) as con:
         rows = dict(con.execute("SELECT post_id, text FROM posts").fetchall())
     assert rows == {"1": "Hello world ☕", "3": "Bonjour &amp; merci", "9": "שלום עולם"}
 
@@ -112,7 +112,7 @@ def test_latin1_file_imports_with_encoding_flag(workdir):
     path.write_bytes("user_id,post_id,text,created_at\nann,1,café olé,\n".encode("latin-1"))
     result = tribes(db, "import", str(path), "--encoding", "latin-1")
     assert result.exit_code == 0, result.output
-    with store.connect(db) as con:
+    with store.open(db) as con:
         assert store.scalar(con, "SELECT text FROM posts") == "café olé"
 
 
@@ -133,7 +133,7 @@ def test_enormous_and_duplicate_posts_are_skipped_with_reasons(workdir):
     assert "2 inserted" in result.output
     assert "1 duplicate post id in file" in result.output
     assert "1 text longer than 20000 chars" in result.output
-    with store.connect(db) as con:
+    with store.open(db) as con:
         assert store.scalar(con, "SELECT text FROM posts WHERE post_id = '1'") == "second"
 
 

@@ -57,7 +57,7 @@ def cli(db: Path, *args: str):
 
 
 def recs(db: Path) -> tuple[str, pl.DataFrame, pl.DataFrame]:
-    with store.connect(db) as con:
+    with store.open(db) as con:
         run_id = store.latest_run_id(con)
         return run_id, store.read_recommendations(con, run_id), store.run_members(con, run_id)
 
@@ -112,7 +112,7 @@ def test_every_clustered_user_and_cluster_has_ranked_products(recommended):
 
 def test_reasons_quote_one_real_post_of_the_user_not_a_chunk(recommended):
     run_id, found, members = recs(recommended)
-    with store.connect(recommended) as con:
+    with store.open(recommended) as con:
         posts = clean_posts(store.read_posts(con))
     own = dict(posts.group_by("user_id").agg("text_clean").iter_rows())
     firsts = found.filter((pl.col("scope") == "user") & (pl.col("rank") == 1))
@@ -153,7 +153,7 @@ def test_cli_recommend_errors_are_one_line(recommended, args, message):
 
 def test_user_without_posts_gets_a_clear_error(recommended):
     settings = load_settings(db=recommended)
-    with store.connect(recommended) as con:
+    with store.open(recommended, "write") as con:
         store.upsert_users(
             con,
             pl.DataFrame(
@@ -174,7 +174,7 @@ def test_user_without_posts_gets_a_clear_error(recommended):
 def test_failed_run_drops_its_recommendations(recommended, tmp_path):
     copy = tmp_path / "copy.duckdb"
     shutil.copy(recommended, copy)
-    with store.connect(copy) as con:
+    with store.open(copy, "write") as con:
         run_id = store.latest_run_id(con)
         assert store.read_recommendations(con, run_id).height > 0
         store.fail_run(con, run_id, "boom")
@@ -218,7 +218,7 @@ def test_bad_catalogue_is_one_line_and_changes_nothing(workdir, name, content, m
     assert shown.exit_code == 1
     assert message in shown.output, shown.output
     assert len(shown.output.strip().splitlines()) == 1, shown.output
-    with store.connect(db) as con:
+    with store.open(db) as con:
         assert store.read_products(con)["product_id"].to_list() == ["k1"]
 
 

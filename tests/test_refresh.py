@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.refresh import refresh
 from pipeline import store
+from pipeline.settings import RefreshOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ARI_FLOOR = 0.22  # measured 0.315 (mean of 5 seeds 0.339) on the bundled sample; README "Quality"
 
 
 def assignments(db):
-    with store.connect(db) as con:
+    with store.open(db) as con:
         return store.frame(
             con,
             """SELECT uc.user_id, uc.cluster_id, uc.is_outlier, uc.probability,
@@ -43,7 +44,7 @@ def test_football_clubs_share_a_cluster_named_with_football_terms(refreshed):
     clusters = members.filter(pl.col("user_id").is_in(clubs))["cluster_id"]
     home = clusters.mode()[0]
     assert (clusters == home).sum() >= 4
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         table = store.cluster_table(con, store.latest_run_id(con))
     terms = table.filter(pl.col("cluster_id") == home)["top_terms"][0]
     football = {
@@ -64,17 +65,17 @@ def test_football_clubs_share_a_cluster_named_with_football_terms(refreshed):
         "fans",
     }
     assert football & set(terms.split(", ")), terms
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         examples = store.run_clusters(con, store.latest_run_id(con))["representative_posts"]
     quoted = [post for posts in examples.to_list() for post in posts]
     assert quoted and not any("\n" in post for post in quoted)  # single posts, never a chunk
 
 
 def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refreshed):
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         embedded = store.scalar(con, "SELECT count(*) FROM embeddings")
     second = refresh(db=str(refreshed))
-    with store.connect(refreshed) as con:
+    with store.open(refreshed, "write") as con:
         assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded
         assert store.latest_run_id(con) == second
         new = pl.DataFrame(
@@ -91,7 +92,7 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
         )
         store.upsert_posts(con, new)
     refresh(db=str(refreshed))
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         # the two new posts (one text) change only arsenal's last chunk: one new vector
         assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded + 1
         assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 3
@@ -99,7 +100,7 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
 
 def test_unchanged_refresh_shows_cached_tasks(refreshed):
     refresh(db=str(refreshed))
-    run_id = refresh(db=str(refreshed), min_cluster_size=6)
+    run_id = refresh(db=str(refreshed), options=RefreshOptions(min_cluster_size=6))
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs()
     cached = {tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.state_name == "Cached"}
@@ -112,10 +113,10 @@ def test_unchanged_refresh_shows_cached_tasks(refreshed):
 def test_full_refresh_redoes_stages_but_keeps_embeddings_and_model_exports(refreshed):
     models = refreshed.parent / "cache" / "models"
     exports = sorted(p.name for p in models.iterdir()) if models.exists() else []
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         embedded = store.scalar(con, "SELECT count(*) FROM embeddings")
     run_id = refresh(db=str(refreshed), full=True)
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         assert store.latest_run_id(con) == run_id
         assert store.scalar(con, "SELECT count(*) FROM embeddings") == embedded
     assert (sorted(p.name for p in models.iterdir()) if models.exists() else []) == exports
@@ -127,18 +128,18 @@ def test_refresh_recovers_when_its_cache_folder_was_deleted(refreshed):
     for artifact in (refreshed.parent / "cache").glob("*.*"):
         artifact.unlink()
     run_id = refresh(db=str(refreshed))
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         assert store.latest_run_id(con) == run_id
         assert store.run_members(con, run_id).height == 139
     assert list((refreshed.parent / "cache").glob("label-*.parquet"))
 
 
 def test_failed_refresh_keeps_previous_results(refreshed):
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         before = store.latest_run_id(con)
     with pytest.raises(Exception, match="cannot load model"):
-        refresh(db=str(refreshed), model="no-such-org/no-such-model")
-    with store.connect(refreshed) as con:
+        refresh(db=str(refreshed), options=RefreshOptions(model="no-such-org/no-such-model"))
+    with store.open(refreshed) as con:
         assert store.latest_run_id(con) == before
         status, error = con.execute(
             "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1"
@@ -151,7 +152,7 @@ def test_cli_clusters_table_and_empty_database_error(refreshed, workdir):
     shown = runner.invoke(app, ["--db", str(refreshed), "clusters"])
     assert shown.exit_code == 0, shown.output
     assert "Interest clusters of run" in shown.output
-    with store.connect(workdir / "empty.duckdb"):
+    with store.open(workdir / "empty.duckdb", "write"):
         pass  # a database without posts
     empty = runner.invoke(app, ["--db", str(workdir / "empty.duckdb"), "refresh"])
     assert empty.exit_code == 1
@@ -178,7 +179,7 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
     assert oracle[1] == ari_row.split("│")[2].strip() and 0 <= float(oracle[2]) <= 1, composition
 
     labels = workdir / "bracketed.csv"  # label text is the user's: printed as is, never as markup
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         users = store.read_users(con).select("user_id", pl.format("[/]{}", "label").alias("label"))
     users.write_csv(labels)
     odd = runner.invoke(
@@ -218,7 +219,7 @@ def test_readme_refresh_commands_run_through_the_cli(refreshed, workdir):
     ):
         result = runner.invoke(app, ["--db", str(refreshed), *args])
         assert result.exit_code == 0, (args, result.output)
-    with store.connect(refreshed) as con:
+    with store.open(refreshed) as con:
         assert store.scalar(con, "SELECT count(*) FROM runs WHERE status = 'completed'") == 4
         from_folder = store.scalar(
             con, "SELECT count(*) FROM embeddings WHERE model_id LIKE ?", [f"{model_dir}%"]

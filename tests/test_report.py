@@ -107,7 +107,7 @@ def chromium(page: Path, tmp: Path, *args: str) -> str:
 
 
 def clusters_of(settings: Settings, run_id: str) -> list[int]:
-    with store.connect(settings.db) as con:
+    with store.open(settings) as con:
         return store.run_clusters(con, run_id)["cluster_id"].to_list()
 
 
@@ -118,7 +118,7 @@ def test_refresh_writes_report_and_map_for_its_run(reported):
     html = reported.page.read_text(encoding="utf-8")
     for cluster_id in clusters_of(reported.settings, reported.run_id):
         assert f'id="cluster-{cluster_id}"' in html
-    with store.connect(reported.settings.db) as con:
+    with store.open(reported.settings) as con:
         timings = store.run_info(con, reported.run_id)["timings"]
     assert {"clean", "embed", "label", "recommend"} <= set(timings)
 
@@ -178,7 +178,7 @@ def test_chromium_screenshot_shows_the_report(reported, tmp_path):
 
 
 def test_report_shows_changes_recommendations_and_run_details(reported):
-    with store.connect(reported.settings.db) as con:
+    with store.open(reported.settings) as con:
         data = load_report_data(con, reported.run_id)
     assert data.previous_run_id is not None
     changes = data.changes()

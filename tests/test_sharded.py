@@ -22,7 +22,7 @@ def sample_texts(path: Path, n: int) -> pl.DataFrame:
 
 def stored(settings: Settings, model_id: str, hashes: list[str]) -> tuple[np.ndarray, int]:
     """The vectors of `hashes`, and how many embeddings the database holds."""
-    with store.connect(settings.db) as con:
+    with store.open(settings) as con:
         vectors = store.load_embeddings(con, model_id, hashes)
         return vectors, con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
 

@@ -26,9 +26,9 @@ def posts(ids, texts, user="u1"):
 
 def test_migrations_create_schema_once(tmp_path):
     path = tmp_path / "t.duckdb"
-    with store.connect(path) as con:
+    with store.open(path, "write") as con:
         assert store.schema_version(con) == store.SCHEMA_VERSION
-    with store.connect(path) as con:  # reopening applies nothing twice
+    with store.open(path, "write") as con:  # reopening applies nothing twice
         rows = con.execute("SELECT count(*) FROM schema_version").fetchall()[0][0]
         assert rows == store.SCHEMA_VERSION
         tables = {
@@ -75,7 +75,7 @@ def test_conform_orders_types_and_fills_the_declared_columns():
 
 
 def test_upsert_counts_and_idempotence(tmp_path):
-    with store.connect(tmp_path / "t.duckdb") as con:
+    with store.open(tmp_path / "t.duckdb", "write") as con:
         first = store.upsert_posts(con, posts(["1", "2"], ["a", "b"]))
         again = store.upsert_posts(con, posts(["1", "2"], ["a", "b"]))
         edited = store.upsert_posts(con, posts(["1", "3"], ["a!", "c"]))
@@ -87,7 +87,7 @@ def test_upsert_counts_and_idempotence(tmp_path):
 
 
 def test_data_version_tracks_content(tmp_path):
-    with store.connect(tmp_path / "t.duckdb") as con:
+    with store.open(tmp_path / "t.duckdb", "write") as con:
         empty = store.data_version(con)
         store.upsert_posts(con, posts(["1"], ["a"]))
         one = store.data_version(con)
@@ -99,7 +99,7 @@ def test_data_version_tracks_content(tmp_path):
 
 def test_embeddings_round_trip_and_missing(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    with store.connect(tmp_path / "t.duckdb") as con:
+    with store.open(tmp_path / "t.duckdb", "write") as con:
         assert store.missing_hashes(con, "m", ["h1", "h2", "h3"]) == ["h1", "h2", "h3"]
         store.insert_embeddings(con, "m", ["h1", "h2", "h3"], vectors)
         store.insert_embeddings(con, "m", ["h1"], vectors[:1])  # no error, no duplicate
@@ -134,7 +134,7 @@ def test_failed_run_leaves_previous_results(tmp_path):
         }
     )
     terms = pl.DataFrame({"cluster_id": [0], "term": ["a"], "weight": [1.0], "rank": [1]})
-    with store.connect(tmp_path / "t.duckdb") as con:
+    with store.open(tmp_path / "t.duckdb", "write") as con:
         good = store.start_run(con, {}, "v1")
         store.complete_run(con, good, members, clusters, terms, {"clean": 0.1}, 1)
         bad = store.start_run(con, {}, "v2")
@@ -157,7 +157,7 @@ def hold_lock(path, ready, release):
 
 def test_locked_database_gives_one_line_error(tmp_path):
     path = tmp_path / "t.duckdb"
-    with store.connect(path):
+    with store.open(path, "write"):
         pass
     ctx = multiprocessing.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
@@ -167,19 +167,19 @@ def test_locked_database_gives_one_line_error(tmp_path):
         assert ready.wait(30)
         with (
             pytest.raises(store.StoreError, match="locked by another process"),
-            store.connect(path, wait_seconds=0.5),
+            store.open(path, "write", wait_seconds=0.5),
         ):
             pass
     finally:
         release.set()
         holder.join(30)
-    with store.connect(path, wait_seconds=5) as con:  # usable again once released
+    with store.open(path, "write", wait_seconds=5) as con:  # usable again once released
         assert store.schema_version(con) == store.SCHEMA_VERSION
 
 
 def test_unreadable_file_is_reported(tmp_path):
     path = tmp_path / "junk.duckdb"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(store.StoreError, match="junk.duckdb"), store.connect(path):
+    with pytest.raises(store.StoreError, match="junk.duckdb"), store.open(path, "write"):
         pass
     assert path.read_bytes().startswith(b"this is not a database")

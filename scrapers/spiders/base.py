@@ -153,8 +153,8 @@ class AccountSpider(scrapy.Spider):
     def remembered_state(self) -> dict[str, dict]:
         """Where earlier completed crawls of this platform's accounts got to."""
         settings = self.crawler.settings
-        with store.connect(
-            settings.get("TRIBES_DB"), wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS", 900)
+        with store.open(  # "write", like the item pipeline that may hold it in this process
+            settings["TRIBES_DB"], "write", wait_seconds=settings.getfloat("TRIBES_DB_WAIT_SECONDS")
         ) as con:
             return store.read_crawl_state(con, self.platform)
 
