@@ -48,7 +48,7 @@ def test_migrations_create_schema_once(tmp_path):
 
 @pytest.mark.parametrize("table", [store.POSTS, store.USERS], ids=lambda t: t.name)
 def test_migrations_build_the_declared_table(tmp_path, table):
-    with store.connect(tmp_path / "t.duckdb") as con:
+    with store.open(tmp_path / "t.duckdb", "write") as con:
         built = con.execute(f"DESCRIBE {table.name}").fetchall()
     declared = [
         (
