@@ -34,11 +34,10 @@ def user_index(posts: pl.DataFrame) -> pl.DataFrame:
     return posts.group_by(USER_KEYS).len("n_posts").sort(USER_KEYS)
 
 
-def rows_of(frame: pl.DataFrame, table: pl.DataFrame, keys: list[str] = USER_KEYS) -> np.ndarray:
-    """For each row of `frame`, the row number in `table` with the same `keys` (default: its
-    user's row)."""
-    index = table.select(keys).with_row_index("row")
-    return frame.join(index, on=keys, how="left", maintain_order="left")["row"].to_numpy()
+def rows_of(frame: pl.DataFrame, users: pl.DataFrame) -> np.ndarray:
+    """For each row of `frame`, the row number of its user (platform, user_id) in `users`."""
+    index = users.select(USER_KEYS).with_row_index("row")
+    return frame.join(index, on=USER_KEYS, how="left", maintain_order="left")["row"].to_numpy()
 
 
 def mean_profiles(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MAP_MIN_DIST = 0.1  # the 2-D map spreads users a little more than the clustering spaces
+
 
 def auto_n_neighbors(n_users: int) -> int:
     """Neighbourhood size scaled to the number of users."""
@@ -48,9 +50,6 @@ def umap_reduce(
         init="spectral" if n_users > params["n_components"] + 1 else "random",
     )
     return reducer.fit_transform(profiles).astype(np.float32)
-
-
-MAP_MIN_DIST = 0.1  # the 2-D map spreads users a little more than the clustering spaces
 
 
 def consensus_spaces(
