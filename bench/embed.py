@@ -92,7 +92,7 @@ def st_native_reason(load_from: str, backend: str) -> str:
 def default_model_rows(texts: list[str], batch_size: int) -> list[tuple[str, float, float]]:
     """The bundled default model on single posts and on its refresh chunks: (what, /s, posts/s)."""
     settings = load_settings()
-    spec = embed.model_spec(settings)
+    spec = embed.prepare_model(settings)
     model = embed.load_model(spec, "cpu")
     _, post_rate = timed_encode(model, texts, spec.prefix, batch_size)
     chunks, chunk_posts_count = real_chunks(max(50, len(texts) // 8), settings.chunk_chars)
@@ -123,7 +123,7 @@ def main() -> None:
     spec = None
     for backend in BACKENDS:
         settings = load_settings(embed_backend=backend, **overrides)
-        spec = embed.model_spec(settings)
+        spec = embed.prepare_model(settings)
         if spec.backend != backend:
             package = embed.BACKEND_PACKAGES[backend]
             why = f"not available ({package} {version(package)}, or its export failed)"
@@ -153,7 +153,7 @@ def main() -> None:
     best = max(results, key=lambda b: results[b][0])
     for backend in dict.fromkeys(["torch", best]):
         settings = load_settings(embed_backend=backend, max_seq_length=128, **overrides)
-        spec128 = embed.model_spec(settings)
+        spec128 = embed.prepare_model(settings)
         model = embed.load_model(spec128, "cpu")
         vectors, rate = timed_encode(model, texts, spec128.prefix, args.batch_size)
         c = cos(vectors, results[backend][1])
@@ -167,7 +167,7 @@ def main() -> None:
     chunk_texts, chunk_post_count = real_chunks(max(50, args.n // 8), chunk_chars)
     chunk_rows = []
     for backend, config in (("torch", None), ("openvino", None), ("openvino", FP32)):
-        spec_c = embed.model_spec(load_settings(embed_backend=backend, **overrides))
+        spec_c = embed.prepare_model(load_settings(embed_backend=backend, **overrides))
         if spec_c.backend != backend:
             continue
         model = embed.load_model(spec_c, "cpu")

@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,9 +29,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".tribes" / "bench" / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from flows.evaluate import Scores, evaluate_study, evaluate_tribes, score_grouping  # noqa: E402
-from flows.vectors import embed_missing  # noqa: E402
-from pipeline import clean, embed, store  # noqa: E402
+from flows.evaluate import (  # noqa: E402
+    Scores,
+    cleaned_posts,
+    evaluate_study,
+    evaluate_tribes,
+    score_grouping,
+)
+from flows.vectors import stored_vectors  # noqa: E402
+from pipeline import store  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -145,13 +152,34 @@ def load_into_db(name: str, posts: pl.DataFrame):
 
 def stored_post_vectors(settings) -> tuple[pl.DataFrame, np.ndarray]:
     """Every cleaned post and its own vector (Tribes embeds chunks; BERTopic needs posts)."""
-    model_id = embed.model_spec(settings).model_id
-    with store.open(settings) as con:
-        posts = clean.clean_posts(store.read_posts(con), settings.min_posts_per_user)
-    embed_missing(settings, posts.select("text_hash", "text_clean"), model_id, "single posts")
-    with store.open(settings) as con:
-        vectors = store.load_embeddings(con, model_id, posts["text_hash"].to_list())
-    return posts, vectors
+    posts = cleaned_posts(settings)
+    return posts, stored_vectors(settings, posts["text_clean"].to_list(), "single posts")
+
+
+def bertopic_params(n_posts: int) -> dict[str, dict[str, Any]]:
+    """The BERTopic baseline's UMAP and HDBSCAN: BERTopic's defaults, min_cluster_size scaled
+    to the posts."""
+    return {
+        "umap": {"n_neighbors": 15, "n_components": 5, "min_dist": 0.0},
+        "hdbscan": {"min_cluster_size": max(10, n_posts // 1000), "prediction_data": True},
+    }
+
+
+def topic_mix_groups(
+    user_of_post: list[str], topics: list[int], k: int, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """Each user's mix of BERTopic topics (outliers one more topic) grouped by KMeans into `k`
+    groups; returns (users, group per user)."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    frame = pl.DataFrame({"user_id": user_of_post, "topic": np.asarray(topics) + 1})
+    users = sorted(frame["user_id"].unique().to_list())
+    row = {u: i for i, u in enumerate(users)}
+    mix = np.zeros((len(users), int(frame["topic"].max()) + 1))
+    np.add.at(mix, (frame["user_id"].replace_strict(row).to_numpy(), frame["topic"].to_numpy()), 1)
+    found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(mix))
+    return users, found
 
 
 def bertopic_baseline(
@@ -160,25 +188,17 @@ def bertopic_baseline(
     """BERTopic fitted on the posts; users = topic mix; KMeans with the true number of labels."""
     from bertopic import BERTopic
     from hdbscan import HDBSCAN
-    from sklearn.cluster import KMeans
-    from sklearn.preprocessing import normalize
     from umap import UMAP
 
+    params = bertopic_params(len(posts))
     model = BERTopic(
-        umap_model=UMAP(
-            n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed
-        ),
-        hdbscan_model=HDBSCAN(min_cluster_size=max(10, len(posts) // 1000), prediction_data=True),
+        umap_model=UMAP(**params["umap"], metric="cosine", random_state=seed),
+        hdbscan_model=HDBSCAN(**params["hdbscan"]),
         calculate_probabilities=False,
     )
     topics, _ = model.fit_transform(posts["text_clean"].to_list(), embeddings=vectors)
-    frame = posts.select("user_id").with_columns(topic=pl.Series(topics) + 1)
-    users = sorted(frame["user_id"].unique().to_list())
-    row = {u: i for i, u in enumerate(users)}
-    mix = np.zeros((len(users), int(frame["topic"].max()) + 1))
-    np.add.at(mix, (frame["user_id"].replace_strict(row).to_numpy(), frame["topic"].to_numpy()), 1)
-    k = len(set(known[u] for u in users))
-    found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(mix))
+    k = len({known[u] for u in posts["user_id"].unique()})
+    users, found = topic_mix_groups(posts["user_id"].to_list(), topics, k, seed)
     method = f"BERTopic topic mix → KMeans (true k={k})"
     scores = score_grouping(method, users, [found], known, posts)
     scores.seed_ari = scores.stability = None  # one seed only

@@ -103,11 +103,10 @@ def cache_key(model_id: str, hashes: list[str]) -> str:
     return digest.hexdigest()
 
 
-def embed_posts(posts: pl.DataFrame, settings: Any, out: Path) -> float:
-    """Embed each distinct text with Tribes' model/backend, save the vectors per post; seconds."""
+def embed_posts(posts: pl.DataFrame, settings: Any, spec: Any, out: Path) -> float:
+    """Embed each distinct text with Tribes' prepared model, save the vectors per post; seconds."""
     from pipeline import embed
 
-    spec = embed.model_spec(settings)
     model = embed.load_model(spec, settings.device, settings.model_download)
     texts = posts.unique("text_hash", maintain_order=True)
     started, parts = time.perf_counter(), []
@@ -130,7 +129,7 @@ def prepare(posts: pl.DataFrame, source: Path, settings: Any) -> Sample:
     """Write the sampled posts; embed them unless this exact set is cached."""
     from pipeline import embed
 
-    spec = embed.model_spec(settings)
+    spec = embed.prepare_model(settings)
     key = cache_key(spec.model_id, posts["text_hash"].to_list())
     CACHE.mkdir(parents=True, exist_ok=True)
     posts_path, vectors_path = CACHE / f"posts-{key}.parquet", CACHE / f"embeddings-{key}.npy"
@@ -138,7 +137,7 @@ def prepare(posts: pl.DataFrame, source: Path, settings: Any) -> Sample:
     seconds = None
     if not vectors_path.exists():
         print(f"embedding {posts.height:,} posts with {spec.model_id} (once)", file=sys.stderr)
-        seconds = embed_posts(posts, settings, vectors_path)
+        seconds = embed_posts(posts, settings, spec, vectors_path)
     model = f"{spec.name} ({spec.backend})"
     return Sample(posts_path, vectors_path, source, model, seconds)
 
@@ -163,10 +162,9 @@ def bertopic_params(n_posts: int, cfg: dict[str, Any], preset: str) -> dict[str,
     bench/quality.py's BERTopic baseline (`quality`: BERTopic-style defaults, scaled size)."""
     if preset == "tribes":
         return tribes_rules(n_posts, cfg)
-    return {
-        "umap": {"n_neighbors": 15, "n_components": 5, "min_dist": 0.0},
-        "hdbscan": {"min_cluster_size": max(10, n_posts // 1000), "prediction_data": True},
-    }
+    import quality  # this script's folder is on sys.path; imports Prefect
+
+    return quality.bertopic_params(n_posts)
 
 
 def core_distance_bytes(n_points: int, hdbscan: dict[str, Any]) -> int:
@@ -219,64 +217,43 @@ class StageClock:
             self.jit[name] = self.jit.get(name, 0.0) + self.compiling() - jit
 
 
-def user_owner(user_ids: pl.Series) -> tuple[list[str], np.ndarray]:
-    """Users sorted (as the refresh orders them) and each post's user row."""
-    users = sorted(user_ids.unique().to_list())
-    row = {u: i for i, u in enumerate(users)}
-    return users, np.array([row[u] for u in user_ids], dtype=np.int64)
-
-
 def run_tribes(
     posts: pl.DataFrame, vectors: np.ndarray, cfg: dict[str, Any], clock: StageClock
 ) -> dict[str, Any]:
-    """The refresh's profile → reduce → cluster → label steps with Tribes' settings."""
+    """The refresh's profile → reduce → cluster → label steps with Tribes' settings; the posts
+    (one vector each) are the profile units."""
     from pipeline import cluster, label, profile, reduce
 
     seed = cfg["random_state"]
+    units = posts.with_columns(platform=pl.lit("facebook"))
     with clock.stage("profile"):
-        users, owner = user_owner(posts["user_id"])
-        profiles = profile.build_profiles(
-            owner, vectors, len(users), "mean", cfg["profile_remove_components"], seed
+        users = profile.user_index(units)
+        profiles = profile.user_profiles(
+            units, vectors, users, "mean", cfg["profile_remove_components"], seed
         )
     with clock.stage("reduce"):
-        spaces = [
-            reduce.umap_reduce(
-                profiles,
-                cfg["umap_n_components"],
-                cfg["umap_n_neighbors"],
-                cfg["umap_min_dist"],
-                run_seed,
-            )
-            for run_seed in reduce.run_seeds(seed, cfg["consensus_runs"])
-        ]
-        reduce.umap_reduce(profiles, 2, cfg["umap_n_neighbors"], 0.1, seed)  # the map's plane
-    with clock.stage("cluster"):
-        found = cluster.consensus_cluster(spaces, cfg["min_cluster_size"], cfg["min_samples"])
-    with clock.stage("label"):
-        n_clusters = int(found.labels.max()) + 1
-        cluster_of_post = found.labels[owner]
-        texts = posts["text_clean"].to_list()
-        terms = label.cluster_terms(texts, cluster_of_post, n_clusters, cfg["top_terms"], owner)
-        label.representative_posts(
-            vectors - vectors.mean(axis=0),
-            cluster_of_post,
-            owner,
-            n_clusters,
-            cfg["representative_posts"],
+        spaces, _plane = reduce.consensus_spaces(
+            profiles,
+            cfg["umap_n_components"],
+            cfg["umap_n_neighbors"],
+            cfg["umap_min_dist"],
+            seed,
+            cfg["consensus_runs"],
         )
-        names = [
-            label.short_label(
-                terms.filter(pl.col("cluster_id") == c).sort("rank")["term"].to_list(),
-                cfg["label_terms"],
-            )
-            for c in range(n_clusters)
-        ]
+    with clock.stage("cluster"):
+        found = cluster.consensus_cluster(list(spaces), cfg["min_cluster_size"], cfg["min_samples"])
+        members = cluster.members(users, found)
+    with clock.stage("label"):
+        terms = label.member_terms(members, units, cfg["top_terms"])
+        clusters = label.describe_clusters(
+            members, terms, units, vectors, cfg["label_terms"], cfg["representative_posts"]
+        )
     return {
-        "points": len(users),
-        "users": users,
+        "points": users.height,
+        "users": users["user_id"].to_list(),
         "groups": found.labels.tolist(),
-        "n_clusters": n_clusters,
-        "names": names,
+        "n_clusters": clusters.height,
+        "names": clusters["label"].to_list(),
     }
 
 
@@ -396,23 +373,6 @@ def run_child(method: str, sample: Sample, cfg: dict[str, Any]) -> dict[str, Any
     result = json.loads(out.read_text())
     out.unlink()
     return result | {"tree_pss_mb": peak[0], "process_s": time.perf_counter() - started}
-
-
-def topic_mix_groups(
-    user_of_post: list[str], topics: list[int], k: int, seed: int
-) -> tuple[list[str], np.ndarray]:
-    """Each user's topic mix → KMeans with the true number of labels (bench/quality.py's
-    BERTopic baseline, the same steps); returns (users, group per user)."""
-    from sklearn.cluster import KMeans
-    from sklearn.preprocessing import normalize
-
-    frame = pl.DataFrame({"user_id": user_of_post, "topic": np.asarray(topics) + 1})
-    users = sorted(frame["user_id"].unique().to_list())
-    row = {u: i for i, u in enumerate(users)}
-    mix = np.zeros((len(users), int(frame["topic"].max()) + 1))
-    np.add.at(mix, (frame["user_id"].replace_strict(row).to_numpy(), frame["topic"].to_numpy()), 1)
-    found = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize(mix))
-    return users, found
 
 
 def machine() -> str:
@@ -664,7 +624,9 @@ def main() -> None:
     if not args.skip_bertopic:
         cfg = {"params": params, "random_state": args.seed}
         results["bertopic"] = bert = run_child("bertopic", sample, cfg)
-        users, groups = topic_mix_groups(
+        import quality  # imported by sample_posts already
+
+        users, groups = quality.topic_mix_groups(
             posts["user_id"].to_list(), bert["topics"], n_labels, args.seed
         )
         scores["bertopic"] = agreement([known[u] for u in users], groups)

@@ -1,40 +1,16 @@
 """Files of the state folder: written whole or not at all, checked before reuse, and a full disk
-reported as such (one line naming the file, no retries)."""
+reported as such (`store.writing`: one line naming the file, no retries)."""
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from pipeline.store import DiskFull
-
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# libraries that drop the errno keep its text ("No space left on device", "Disk quota exceeded")
-DISK_FULL_TEXTS = tuple(os.strerror(code) for code in DISK_FULL_ERRNOS)
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether `error` says the disk or quota is full (OSError, DuckDB's and polars' IO errors)."""
-    return getattr(error, "errno", None) in DISK_FULL_ERRNOS or any(
-        text in str(error) for text in DISK_FULL_TEXTS
-    )
-
-
-@contextmanager
-def writing(path: Path | str) -> Iterator[None]:
-    """Turn a full disk while writing `path` into DiskFull('disk full writing PATH')."""
-    try:
-        yield
-    except Exception as exc:
-        if is_disk_full(exc):
-            raise DiskFull(f"disk full writing {path}") from exc
-        raise
+from pipeline.store import writing
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:

@@ -1,13 +1,12 @@
-"""Product catalogue import and the `recommend` task of the refresh flow."""
+"""The product catalogue: importing it, and the recommendations of a run for one user or cluster
+(the refresh ranks them: flows/insight.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import polars as pl
-from prefect import task
 
-from flows.vectors import run_logger, stored_vectors
 from pipeline import recommend as rec
 from pipeline import store
 from pipeline.settings import Settings
@@ -18,39 +17,6 @@ def import_catalogue(settings: Settings, path: str) -> int:
     products = rec.read_catalogue(Path(path)).rename({"id": "product_id"})
     with store.open(settings, "write") as con:
         return store.replace_products(con, products)
-
-
-@task(retries=1, retry_delay_seconds=2)
-def recommend(settings: Settings, run_id: str, units_path: str, model_id: str) -> int:
-    """Rank the catalogue for every cluster and user of a run from the vectors of their profile
-    units (post chunks or posts); returns rows written (0 when there is no catalogue)."""
-    logger = run_logger()
-    with store.open(settings) as con:
-        products = store.read_products(con)
-        members = store.run_members(con, run_id).select("platform", "user_id", "cluster_id")
-        terms = store.run_terms(con, run_id)
-    if products.height == 0:
-        logger.info("no product catalogue: `tribes products import FILE` adds one")
-        return 0
-    units = pl.read_parquet(units_path).join(
-        members, on=["platform", "user_id"], how="inner", maintain_order="left"
-    )
-    with store.open(settings) as con:
-        unit_vectors = store.load_embeddings(con, model_id, units["text_hash"].to_list())
-    product_vectors = stored_vectors(settings, rec.product_texts(products), "products")
-    term_vectors = stored_vectors(settings, terms["term"].to_list(), "cluster terms")
-    rows = rec.recommend_all(
-        units, unit_vectors, products, product_vectors, terms, term_vectors, settings.recommend_top
-    )
-    with store.open(settings, "write") as con:
-        store.write_recommendations(con, run_id, rows)
-    logger.info(
-        "ranked %d products for %d clusters and %d users",
-        products.height,
-        rows.filter(pl.col("scope") == "cluster")["scope_id"].n_unique(),
-        rows.filter(pl.col("scope") == "user")["scope_id"].n_unique(),
-    )
-    return rows.height
 
 
 def recommendations_for(

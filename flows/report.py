@@ -1,15 +1,12 @@
-"""The `report` task: a run's HTML report and PNG map, and the insight step of every refresh."""
+"""A run's HTML report and PNG map (`write_report`, and the `report` task of the refresh)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import duckdb
 from prefect import task
 
-from flows.recommend import recommend
-from flows.vectors import run_logger
 from pipeline import report as report_step
 from pipeline import store
 from pipeline.settings import Settings
@@ -73,26 +70,3 @@ def make_folder(folder: Path) -> Path:
 def report(settings: Settings, run_id: str) -> str:
     """The run's report in the reports folder; returns the HTML path."""
     return str(write_report(settings, run_id))
-
-
-def insight(settings: Settings, run_id: str, units_path: str, model_id: str) -> str | None:
-    """After publish: recommendations (when a catalogue exists), then the report.
-
-    The run's clusters are already published, so a failure here is logged, not raised.
-    """
-    logger = run_logger()
-    try:
-        started = time.perf_counter()
-        recommend(settings, run_id, units_path, model_id)
-        with store.open(settings, "write") as con:
-            store.add_run_timings(
-                con, run_id, {"recommend": round(time.perf_counter() - started, 3)}
-            )
-        path = report(settings, run_id)
-    except Exception as exc:  # logged; the run stays completed
-        logger.error(
-            "run %s completed, but its report failed: %s: %s", run_id, type(exc).__name__, exc
-        )
-        return None
-    logger.info("report: %s", path)
-    return path

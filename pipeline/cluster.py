@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,15 @@ def consensus_cluster(
     outlier = np.mean([r.is_outlier for r in runs], axis=0) > 0.5
     noise = float(np.mean([r.noise_share for r in runs]))
     return Clustering(relabel_by_size(labels), probability, outlier, noise)
+
+
+def members(users: pl.DataFrame, clustering: Clustering) -> pl.DataFrame:
+    """`users` (row i is user i) with each one's cluster_id, probability and is_outlier."""
+    return users.with_columns(
+        cluster_id=pl.Series(clustering.labels, dtype=pl.Int32),
+        probability=pl.Series(clustering.probability),
+        is_outlier=pl.Series(clustering.is_outlier),
+    )
 
 
 def merge_small_groups(labels: np.ndarray, together: np.ndarray, size: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ class ModelSpec:
     prefix: str
     max_seq_length: int
     backend: str = "torch"
-    export_dir: str | None = None  # the exported model (a backend other than torch)
+    export_dir: str | None = None  # the exported model (a backend other than torch): export_model
 
     @property
     def model_id(self) -> str:
@@ -100,6 +100,9 @@ def check_model(name: str) -> None:
 
 
 def model_spec(settings: Settings) -> ModelSpec:
+    """The model the settings name, the id its vectors are stored under and the backend it runs
+    on. A lookup: it checks a model given as a path and whether the backend's package is
+    installed, and exports nothing (`prepare_model` does, once)."""
     name = settings.model
     check_model(name)
     if name in DEFAULT_MODEL_NAMES:
@@ -112,18 +115,30 @@ def model_spec(settings: Settings) -> ModelSpec:
     else:
         load_from = name
     prefix = settings.query_prefix if settings.query_prefix is not None else default_prefix(name)
-    spec = ModelSpec(name, load_from, prefix, settings.max_seq_length)
     backend = resolve_backend(settings.embed_backend, settings.device)
-    if backend == "torch" or is_bundled(load_from):  # numpy inside: nothing to export
+    if is_bundled(load_from):  # numpy inside: nothing to export
+        backend = "torch"
+    return ModelSpec(name, load_from, prefix, settings.max_seq_length, backend)
+
+
+def prepare_model(settings: Settings) -> ModelSpec:
+    """The settings' model ready to load: `model_spec`, exported by `export_model`."""
+    return export_model(model_spec(settings), settings.cache_dir, settings.model_download)
+
+
+def export_model(spec: ModelSpec, cache_dir: Path, download: bool = False) -> ModelSpec:
+    """`spec` ready to load: a backend other than torch needs the model exported to it, done once
+    into `cache_dir`/models and reused from there; when the export fails, torch runs instead."""
+    if spec.backend == "torch" or spec.export_dir:
         return spec
     try:
-        export_dir = export_model(
-            spec, backend, settings.cache_dir / "models", settings.model_download
-        )
+        export_dir = exported_folder(spec, cache_dir / "models", download)
     except Exception as exc:  # noqa: BLE001 - any export failure falls back to torch
-        log.warning("cannot export %s to %s (%s); embedding with torch", name, backend, exc)
-        return spec
-    return ModelSpec(name, load_from, prefix, settings.max_seq_length, backend, str(export_dir))
+        log.warning(
+            "cannot export %s to %s (%s); embedding with torch", spec.name, spec.backend, exc
+        )
+        return replace(spec, backend="torch")
+    return replace(spec, export_dir=str(export_dir))
 
 
 def resolve_backend(backend: str, device: str | None) -> str:
@@ -141,8 +156,10 @@ def resolve_backend(backend: str, device: str | None) -> str:
     return backend
 
 
-def export_model(spec: ModelSpec, backend: str, root: Path, download: bool = False) -> Path:
-    """Export the model (transformer + pooling + normalisation) once into `root`; its folder."""
+def exported_folder(spec: ModelSpec, root: Path, download: bool = False) -> Path:
+    """The folder in `root` holding the model (transformer + pooling + normalisation) exported to
+    its backend, exported now if it is not there yet."""
+    backend = spec.backend
     version = importlib.metadata.version(BACKEND_PACKAGES[backend])
     key = hashlib.blake2b(f"{spec.load_from}|{backend}|{version}".encode(), digest_size=6)
     slug = spec.name.rstrip("/").rsplit("/", 1)[-1] or "model"
@@ -302,9 +319,12 @@ def load_model(
     """Load the model from a path or the local Hugging Face cache (the hub only if `download`).
 
     A spec with an exported backend runs on it (CPU); the tokenizer still comes from the model.
+    A spec whose backend is not exported yet (`export_model`) is refused.
     """
+    if spec.backend != "torch" and not spec.export_dir:
+        raise ModelError(f"{spec.name} is not exported to {spec.backend}: export_model it first")
     model = _load_torch(spec, "cpu" if spec.backend != "torch" else device, download)
-    if spec.backend != "torch" and spec.export_dir:
+    if spec.backend != "torch":
         try:
             encoder = ExportedEncoder(model, spec.backend, Path(spec.export_dir))
         except Exception as exc:

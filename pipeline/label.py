@@ -1,4 +1,8 @@
-"""Name each cluster from its members' posts: c-TF-IDF terms, a short label, example posts."""
+"""Name each cluster from its members' posts: c-TF-IDF terms, a short label, example posts.
+
+The label step is `member_terms` (the terms) then `describe_clusters` (the cluster table); a
+cluster's members are a frame of platform, user_id, cluster_id, probability, is_outlier.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import polars as pl
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.preprocessing import normalize
+
+from pipeline.clean import best_post_in
+from pipeline.profile import USER_KEYS, rows_of
 
 LABEL_WORD = re.compile(r"\b[^\W\d_][^\W_]{2,}\b")  # 3+ chars, starting with a letter
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")  # Chinese characters, kanji
@@ -181,3 +188,72 @@ def representative_posts(
                 break
         chosen.append(picked)
     return chosen
+
+
+def n_clusters_of(members: pl.DataFrame) -> int:
+    """Clusters are numbered 0 .. n-1."""
+    return int(members["cluster_id"].max()) + 1
+
+
+def member_terms(members: pl.DataFrame, posts: pl.DataFrame, top_n: int) -> pl.DataFrame:
+    """`cluster_terms` of each cluster from its members' cleaned posts (platform, user_id,
+    text_clean), each post weighed as its user's (`member_spread`)."""
+    owner = rows_of(posts, members)
+    return cluster_terms(
+        posts["text_clean"].to_list(),
+        members["cluster_id"].to_numpy()[owner],
+        n_clusters_of(members),
+        top_n,
+        owner,
+    )
+
+
+def describe_clusters(
+    members: pl.DataFrame,
+    terms: pl.DataFrame,
+    units: pl.DataFrame,
+    vectors: np.ndarray,
+    label_terms: int,
+    n_posts: int,
+    names: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per cluster: its label (first `label_terms` terms), size, outliers, five example
+    users (most probable first, by `names`' display_name where there is one) and `n_posts`
+    representative posts: from the profile units (platform, user_id, text_clean; `vectors` row
+    for row) nearest the cluster's centre, one per member, the post of each that best matches
+    the cluster's terms."""
+    n_clusters = n_clusters_of(members)
+    owner = rows_of(units, members)
+    examples = representative_posts(
+        vectors - vectors.mean(axis=0),
+        members["cluster_id"].to_numpy()[owner],
+        owner,
+        n_clusters,
+        n_posts,
+    )
+    if names is None:
+        named = members.with_columns(name=pl.col("user_id"))
+    else:
+        named = members.join(names, on=USER_KEYS, how="left").with_columns(
+            name=pl.coalesce("display_name", "user_id")
+        )
+    texts = units["text_clean"].to_list()
+    rows = []
+    for cluster_id in range(n_clusters):
+        group = named.filter(pl.col("cluster_id") == cluster_id).sort(
+            "probability", descending=True
+        )
+        top = terms.filter(pl.col("cluster_id") == cluster_id).sort("rank")["term"].to_list()
+        rows.append(
+            {
+                "cluster_id": cluster_id,
+                "label": short_label(top, label_terms),
+                "size": group.height,
+                "n_outliers": int(group["is_outlier"].sum()),
+                "example_users": group["name"].head(5).to_list(),
+                "representative_posts": [
+                    best_post_in(texts[i], set(top))[:280] for i in examples[cluster_id]
+                ],
+            }
+        )
+    return pl.DataFrame(rows)

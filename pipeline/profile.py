@@ -11,11 +11,33 @@ vectors. Measured on real labelled users in bench/quality.py.
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 from sklearn.preprocessing import normalize
 
+from pipeline.clean import pack_chunks
 from pipeline.settings import ProfileMethod
 
 PCA_FIT_POSTS = 20_000  # posts sampled to find the shared directions
+USER_KEYS = ["platform", "user_id"]  # what names a user in every frame
+
+
+def profile_units(posts: pl.DataFrame, method: ProfileMethod, chunk_chars: int) -> pl.DataFrame:
+    """The texts a profile averages: each user's cleaned posts packed into chunks (`chunk_mean`)
+    or the single posts (the other methods); columns platform, user_id, text_clean, text_hash."""
+    if method == "chunk_mean":
+        return pack_chunks(posts, chunk_chars)
+    return posts.select("platform", "user_id", "text_clean", "text_hash")
+
+
+def user_index(posts: pl.DataFrame) -> pl.DataFrame:
+    """Distinct users (platform, user_id, n_posts), sorted: row i is user i."""
+    return posts.group_by(USER_KEYS).len("n_posts").sort(USER_KEYS)
+
+
+def rows_of(frame: pl.DataFrame, users: pl.DataFrame) -> np.ndarray:
+    """For each row of `frame`, the row number of its user (platform, user_id) in `users`."""
+    index = users.select(USER_KEYS).with_row_index("row")
+    return frame.join(index, on=USER_KEYS, how="left", maintain_order="left")["row"].to_numpy()
 
 
 def mean_profiles(
@@ -59,3 +81,24 @@ def build_profiles(
         directions = shared_directions(centered, remove_components, random_state)
         centered -= (centered @ directions.T) @ directions
     return mean_profiles(owner, centered, n_users)
+
+
+def user_profiles(
+    units: pl.DataFrame,
+    vectors: np.ndarray,
+    users: pl.DataFrame,
+    method: ProfileMethod = "chunk_mean",
+    remove_components: int = 3,
+    random_state: int = 42,
+) -> np.ndarray:
+    """One profile per row of `users` (`user_index`) from its profile units (`profile_units`:
+    platform, user_id, text_clean) and their vectors, row for row."""
+    return build_profiles(
+        rows_of(units, users),
+        vectors,
+        users.height,
+        method,
+        remove_components,
+        random_state,
+        units["text_clean"].str.len_chars().to_numpy(),
+    )

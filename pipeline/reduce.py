@@ -1,8 +1,10 @@
-"""Reduce user profiles with UMAP: a clustering space and a 2-D map."""
+"""Reduce user profiles with UMAP: the clustering spaces and a 2-D map (`consensus_spaces`)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+MAP_MIN_DIST = 0.1  # the 2-D map spreads users a little more than the clustering spaces
 
 
 def auto_n_neighbors(n_users: int) -> int:
@@ -48,3 +50,21 @@ def umap_reduce(
         init="spectral" if n_users > params["n_components"] + 1 else "random",
     )
     return reducer.fit_transform(profiles).astype(np.float32)
+
+
+def consensus_spaces(
+    profiles: np.ndarray,
+    n_components: int,
+    n_neighbors: int | None,
+    min_dist: float,
+    random_state: int,
+    runs: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reduce step: `runs` UMAP spaces of the profiles (one per `run_seeds` seed), stacked,
+    for the consensus clustering, and the 2-D plane of the map."""
+    spaces = [
+        umap_reduce(profiles, n_components, n_neighbors, min_dist, seed)
+        for seed in run_seeds(random_state, runs)
+    ]
+    plane = umap_reduce(profiles, 2, n_neighbors, MAP_MIN_DIST, random_state)
+    return np.stack(spaces), plane

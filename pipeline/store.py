@@ -6,6 +6,7 @@ local polars variables, never through string formatting.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -189,6 +190,30 @@ class StoreError(RuntimeError):
 
 class DiskFull(StoreError):
     """The disk (or the user's quota) is full: `disk full writing PATH`; no retry helps."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# libraries that drop the errno keep its text ("No space left on device", "Disk quota exceeded")
+DISK_FULL_TEXTS = tuple(os.strerror(code) for code in DISK_FULL_ERRNOS)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says the disk or quota is full (OSError, DuckDB's and polars' IO errors)."""
+    return getattr(error, "errno", None) in DISK_FULL_ERRNOS or any(
+        text in str(error) for text in DISK_FULL_TEXTS
+    )
+
+
+@contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn a full disk while writing `path` (the database or any file) into
+    DiskFull('disk full writing PATH')."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFull(f"disk full writing {path}") from exc
+        raise
 
 
 @dataclass(frozen=True)

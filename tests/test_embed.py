@@ -79,14 +79,14 @@ def test_default_backend_matches_torch_on_real_posts(workdir):
     settings = load_settings(model=MINILM)  # a transformer: the bundled USE has no export
     pytest.importorskip(embed.BACKEND_PACKAGES[settings.embed_backend])
     texts = _sample_posts()
-    spec = embed.model_spec(settings)
+    spec = embed.prepare_model(settings)
     assert spec.backend == settings.embed_backend != "torch"
     fast = embed.encode(embed.load_model(spec, "cpu"), texts)
     torch_spec = embed.model_spec(load_settings(model=MINILM, embed_backend="torch"))
     ref = embed.encode(embed.load_model(torch_spec, "cpu"), texts)
     assert fast.shape == ref.shape == (len(texts), 384)
     assert (fast * ref).sum(axis=1).min() >= 0.99
-    assert embed.model_spec(settings).export_dir == spec.export_dir  # exported once, reused
+    assert embed.prepare_model(settings).export_dir == spec.export_dir  # exported once, reused
 
 
 def test_backend_falls_back_to_torch_when_its_package_is_missing(workdir, monkeypatch, caplog):
@@ -112,9 +112,19 @@ def test_backend_falls_back_to_torch_when_the_export_fails(workdir, monkeypatch,
     monkeypatch.setattr(embed, "_export", broken)
     monkeypatch.setattr(embed, "_EXPORTED", {})
     monkeypatch.setattr(embed, "_FAILED", {})
-    spec = embed.model_spec(load_settings(model=MINILM, embed_backend="openvino"))
+    spec = embed.prepare_model(load_settings(model=MINILM, embed_backend="openvino"))
     assert spec.backend == "torch" and "conversion failed" in caplog.text
     assert not list((workdir / ".tribes/cache/models").glob("*openvino*"))
+
+
+def test_model_spec_is_a_lookup_and_loading_needs_the_export(workdir):
+    pytest.importorskip("openvino")
+    settings = load_settings(model=MINILM, embed_backend="openvino")
+    spec = embed.model_spec(settings)
+    assert spec.backend == "openvino" and spec.export_dir is None
+    assert not (workdir / ".tribes/cache/models").exists()  # nothing exported by a lookup
+    with pytest.raises(embed.ModelError, match="not exported to openvino"):
+        embed.load_model(spec, "cpu")
 
 
 def test_cuda_always_runs_torch():

@@ -372,7 +372,7 @@ def test_disk_full_is_one_line_naming_the_file_without_retries(tmp_path, full_di
 def test_the_local_dask_cluster_listens_on_127_0_0_1_only(workdir):
     import distributed
 
-    from flows.sharded import local_cluster_options
+    from flows.vectors import local_cluster_options
 
     before = listening()
     options = local_cluster_options(load_settings(embed_dask_workers=1))

@@ -1,10 +1,18 @@
 """Cluster naming on small texts whose topics are known."""
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from pipeline.label import cluster_terms, coherent_top, npmi_matrix, terms_of
+from pipeline.label import (
+    cluster_terms,
+    coherent_top,
+    describe_clusters,
+    member_terms,
+    npmi_matrix,
+    terms_of,
+)
 
 
 def named(frame, cluster_id: int) -> list[str]:
@@ -73,3 +81,44 @@ def test_japanese_clusters_get_terms():
     food = {pair for text in texts[3:] for pair in terms_of(text)}
     assert named(terms, 0) and set(named(terms, 0)) <= sport - food
     assert named(terms, 1) and set(named(terms, 1)) <= food - sport
+
+
+def test_the_label_step_names_each_cluster_and_quotes_one_post_per_member():
+    members = pl.DataFrame(
+        {
+            "platform": "x",
+            "user_id": ["ann", "bob", "cat", "dan"],
+            "cluster_id": pl.Series([0, 0, 1, 1], dtype=pl.Int32),
+            "probability": [0.6, 0.9, 1.0, 0.4],
+            "is_outlier": [False, False, False, True],
+        }
+    )
+    texts = {
+        "ann": ["striker scores a late goal", "goal of the match by the striker"],
+        "bob": ["the keeper saves, no goal", "match report: striker injured"],
+        "cat": ["tomato soup recipe tonight", "slow cooked soup with garlic"],
+        "dan": ["garlic bread recipe", "the best soup recipe ever"],
+    }
+    posts = pl.DataFrame(
+        [("x", user, text) for user, own in texts.items() for text in own],
+        schema=["platform", "user_id", "text_clean"],
+        orient="row",
+    )
+    topic = np.repeat(np.eye(2, 8, dtype=np.float32), 4, axis=0)  # football, then cooking
+    vectors = topic + np.random.default_rng(0).normal(0, 0.05, topic.shape).astype(np.float32)
+    names = pl.DataFrame(
+        {"platform": "x", "user_id": ["bob", "cat"], "display_name": ["Bob B", None]}
+    )
+
+    terms = member_terms(members, posts, top_n=3)
+    clusters = describe_clusters(members, terms, posts, vectors, 2, 3, names)
+
+    assert clusters["cluster_id"].to_list() == [0, 1]
+    assert {"goal", "striker"} & set(clusters["label"][0].split(" · "))
+    assert {"soup", "recipe"} & set(clusters["label"][1].split(" · "))
+    assert clusters["size"].to_list() == [2, 2] and clusters["n_outliers"].to_list() == [0, 1]
+    assert clusters["example_users"].to_list() == [["Bob B", "ann"], ["cat", "dan"]]
+    for cluster_id, quoted in enumerate(clusters["representative_posts"].to_list()):
+        own = members.filter(pl.col("cluster_id") == cluster_id)["user_id"]
+        authors = [u for u in own for text in texts[u] if text in quoted]
+        assert len(quoted) == 2 and sorted(authors) == sorted(own)  # one post per member

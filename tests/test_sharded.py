@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from flows import sharded
+from flows import vectors as embedding
 from flows.vectors import embed_missing
 from pipeline import embed, store
 from pipeline.clean import clean_posts
@@ -43,19 +43,20 @@ def test_two_dask_workers_embed_the_shards_like_one_process(workdir, sample_path
     # torch: OpenVINO's vectors move by up to 1e-3 with the padding of their batch, torch's by 3e-7
     here = load_settings(db=workdir / "here.duckdb", embed_backend="torch")
     on_dask = load_settings(db=workdir / "dask.duckdb", embed_backend="torch", embed_dask_workers=2)
-    model_id = embed.model_spec(here).model_id
-    runs: list[list[sharded.Shard]] = []
-    real = sharded.embed_on_dask
+    model = embed.prepare_model(here)
+    model_id = model.model_id
+    runs: list[list[embedding.Shard]] = []
+    real = embedding.embed_on_dask
 
-    def spy(*args: object) -> list[sharded.Shard]:
+    def spy(*args: object) -> list[embedding.Shard]:
         runs.append(real(*args))
         return runs[-1]
 
-    monkeypatch.setattr(sharded, "embed_on_dask", spy)
+    monkeypatch.setattr(embedding, "embed_on_dask", spy)
 
-    assert embed_missing(here, texts, model_id, "posts") == 60
-    assert embed_missing(on_dask, texts, model_id, "posts") == 60
-    assert embed_missing(on_dask, texts, model_id, "posts") == 0  # nothing embedded twice
+    assert embed_missing(here, texts, model, "posts") == 60
+    assert embed_missing(on_dask, texts, model, "posts") == 60
+    assert embed_missing(on_dask, texts, model, "posts") == 0  # nothing embedded twice
 
     [shards] = runs
     assert len(shards) >= 2 and sum(s.posts for s in shards) == 60
