@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from test_crawl import FAST
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -28,17 +29,7 @@ from pipeline import store
 from scrapers.localserver import HTML_SELECTORS, LocalPlatforms, Reply
 from scrapers.sources import SourcesError, load_sources
 
-QUICK = {  # politeness off for our own server, short waits: seconds per test
-    "DOWNLOAD_DELAY": "0",
-    "AUTOTHROTTLE_START_DELAY": "0",
-    "AUTOTHROTTLE_MAX_DELAY": "2",
-    "AUTOTHROTTLE_TARGET_CONCURRENCY": "8",
-    "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
-    "TRIBES_RETRY_BACKOFF": "0.05",
-    "RETRY_TIMES": "1",
-    "DOWNLOAD_TIMEOUT": "5",
-    "TRIBES_DB_WAIT_SECONDS": "30",
-}
+QUICK = {**FAST, "RETRY_TIMES": "1", "DOWNLOAD_TIMEOUT": "5"}  # test_crawl's, fewer retries
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 # The crawler starts requests to a host at least crawl_delay apart; the server's clock sees them
 # arrive with a few ms of jitter (connection set-up, thread start on a loaded CPU): allow that.
