@@ -424,15 +424,20 @@ def test_mastodon_stores_each_status_language(workdir, server):
 def test_crawl_waits_for_another_writer(workdir, server):
     command, report = runner_command(workdir, [entry(server, "rss")])
     db = workdir / "t.duckdb"
-    with store.open(db, "write"):  # a refresh holding the write lock
+    waiting = "is busy (another writer); waiting for it"
+    with store.open(db, "write"):  # a refresh holding the write lock until the crawl waits
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir
         )
-        time.sleep(3)
-        assert process.poll() is None  # still waiting, not failed
-    output, _ = process.communicate(timeout=120)
+        before = []
+        for line in process.stdout:  # however long the crawl takes to start on a busy machine
+            before.append(line)
+            if waiting in line:
+                break
+        assert process.poll() is None, "".join(before)[-2000:]  # still waiting, not failed
+    output = "".join(before) + process.communicate(timeout=120)[0]
     assert process.returncode == 0, output[-2000:]
-    assert "is busy (another writer); waiting for it" in output
+    assert waiting in output
     assert rows(db, "SELECT count(*) FROM posts")[0][0] == 90
 
 
