@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 POOL = "tribes"
 PREFECT = [sys.executable, "-m", "prefect"]
+API_URL_FILE = "api-url"  # in the Prefect home while `make serve` runs: `tribes` commands use it
 
 
 class ServeError(RuntimeError):
@@ -101,14 +103,34 @@ def wait_healthy(api_url: str, process: subprocess.Popen, timeout: float = 180.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServeError(f"the Prefect server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
+        if healthy(api_url, timeout=5):
+            return
         time.sleep(0.5)
     raise ServeError(f"the Prefect server at {api_url} was not healthy after {timeout:.0f}s")
+
+
+def healthy(api_url: str, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as answer:
+            return answer.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def announce(home: Path, api_url: str) -> Path:
+    """Tell `tribes` commands sharing this Prefect home that a server runs at `api_url`."""
+    path = home / API_URL_FILE
+    path.write_text(api_url + "\n", encoding="utf-8")
+    return path
+
+
+def running_server(home: Path, timeout: float = 1.0) -> str | None:
+    """The API URL `make serve` announced in `home`, if that server answers now."""
+    try:
+        api_url = (home / API_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return api_url if api_url.startswith("http://") and healthy(api_url, timeout) else None
 
 
 def prefect(args: list[str], env: Mapping[str, str], timeout: float = 300.0) -> str:
@@ -135,8 +157,42 @@ def create_pool(env: Mapping[str, str], name: str = POOL, limit: int = 1) -> Non
 
 
 def deploy_all(env: Mapping[str, str]) -> str:
-    """Register every deployment of prefect.yaml (runs in the project folder)."""
-    return prefect(["deploy", "--all"], env)
+    """Register every deployment of prefect.yaml (runs in the project folder), refusing unknown
+    parameters."""
+    output = prefect(["deploy", "--all"], env)
+    forbid_unknown_parameters(env["PREFECT_API_URL"])
+    return output
+
+
+def api(api_url: str, method: str, path: str, body: object) -> object:
+    """One JSON request to the Prefect API; returns the decoded answer (None when empty)."""
+    request = urllib.request.Request(
+        f"{api_url}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        text = answer.read()
+    return json.loads(text) if text else None
+
+
+def forbid_unknown_parameters(api_url: str) -> None:
+    """Make every deployment's parameter schema refuse names its flow does not take.
+
+    `prefect deploy` writes the flow's schema without `additionalProperties: false`, so the
+    server accepted `{"bogus": 3}` and the run crashed; with it, the server refuses such a run
+    (HTTP 409, naming the parameter) before creating it. Prefect's client model would drop the
+    key, hence the plain PATCH.
+    """
+    for deployment in api(api_url, "POST", "/deployments/filter", {}):
+        schema = {**deployment["parameter_openapi_schema"], "additionalProperties": False}
+        api(
+            api_url,
+            "PATCH",
+            f"/deployments/{deployment['id']}",
+            {"parameter_openapi_schema": schema},
+        )
 
 
 def start_worker(
@@ -185,12 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     env = prefect_env(home, args.port, {"TRIBES_REPORTS_URL": reports_url})
     interrupt_on_sigterm()
     started: list[subprocess.Popen] = []
-    reports = None
+    reports = announced = None
     try:
         with (home / "server.log").open("a", encoding="utf-8") as server_log:
             print(f"starting the Prefect server (log: {home / 'server.log'})", flush=True)
             started.append(start_server(env, args.port, server_log))
             wait_healthy(env["PREFECT_API_URL"], started[0])
+            announced = announce(home, env["PREFECT_API_URL"])
             create_pool(env)
             names = re.findall(r"Deployment '([^']+)' successfully", deploy_all(env))
             print(f"deployments on work pool {POOL!r}: {', '.join(names)}", flush=True)
@@ -211,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if announced is not None:
+            announced.unlink(missing_ok=True)
         for process in reversed(started):
             stop(process)
         if reports is not None:

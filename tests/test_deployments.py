@@ -10,7 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.client import HTTPResponse
 from pathlib import Path
 from uuid import UUID
 
@@ -28,6 +32,7 @@ from prefect.client.schemas.filters import (
     LogFilterTaskRunId,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Scheduled
 
 from flows import serve
 from pipeline import store
@@ -230,6 +235,39 @@ def test_bad_parameters_are_rejected_before_a_run_starts(client, env):
         with pytest.raises(Exception, match="[Vv]alidation|422|409"):
             client.create_flow_run_from_deployment(refresh_id, parameters=bad)
     assert runs() == before
+
+
+def test_an_unknown_parameter_is_refused_with_its_name_and_a_known_one_accepted(client, env):
+    later = Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=1))
+    required = {"import/import": {"path": "posts.csv"}}  # else that is what gets refused
+    for name in ("refresh/refresh", "nightly/nightly-refresh", "crawl/crawl", "import/import"):
+        deployment = client.read_deployment_by_name(name)
+        assert deployment.parameter_openapi_schema["additionalProperties"] is False
+        answer = post_run(env, deployment.id, {**required.get(name, {}), "bogus": 3})
+        assert answer.status in (409, 422), (name, answer.status)
+        assert "bogus" in answer.read().decode(), name
+    refresh_id = deployment_id(client, "refresh/refresh")
+    accepted = client.create_flow_run_from_deployment(  # not due for a day: the worker leaves it
+        refresh_id, parameters={"full": True, "options": {"min_cluster_size": 8}}, state=later
+    )
+    try:
+        assert client.read_flow_run(accepted.id).parameters["options"] == {"min_cluster_size": 8}
+    finally:
+        client.delete_flow_run(accepted.id)
+
+
+def post_run(env: dict[str, str], deployment: UUID, parameters: dict) -> HTTPResponse:
+    """POST create_flow_run_from_deployment as any HTTP caller would; returns the answer."""
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/deployments/{deployment}/create_flow_run",
+        data=json.dumps({"parameters": parameters}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        return urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as refused:
+        return refused
 
 
 def test_refresh_runs_on_the_worker_and_a_trigger_during_it_waits(client, imported, home):
