@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -66,7 +67,29 @@ def make_folder(folder: Path) -> Path:
     return folder
 
 
-@task(retries=1, retry_delay_seconds=2)
+@task(retries=1, retry_delay_seconds=2, task_run_name="write report")
 def report(settings: Settings, run_id: str) -> str:
-    """The run's report in the reports folder; returns the HTML path."""
-    return str(write_report(settings, run_id))
+    """The run's report in the reports folder; returns the HTML path. A run whose results equal
+    the previous run's (an unchanged refresh) shares that run's files instead of a new report."""
+    return str(reuse_previous_report(settings, run_id) or write_report(settings, run_id))
+
+
+def reuse_previous_report(settings: Settings, run_id: str) -> Path | None:
+    """Hard-link the previous run's report and map into this run's folder when both runs stored
+    the same results (no second copy on disk; pruning either folder leaves the other whole);
+    returns the page, or None when there is nothing to reuse."""
+    with store.open(settings) as con:
+        previous = store.previous_run_id(con, run_id)
+        if previous is None or not store.same_results(con, run_id, previous):
+            return None
+    sources = [settings.reports_dir / previous / name for name in (REPORT_FILE, MAP_FILE)]
+    if not all(source.is_file() for source in sources):
+        return None
+    folder = make_folder(settings.reports_dir / run_id)
+    try:
+        for source in sources:
+            (folder / source.name).unlink(missing_ok=True)
+            os.link(source, folder / source.name)
+    except OSError:  # a file system without hard links: write the report
+        return None
+    return folder / REPORT_FILE

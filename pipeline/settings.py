@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    create_model,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -67,6 +75,12 @@ class Settings(BaseSettings):
     )
     reports_url: str | None = Field(
         None, description="URL serving reports_dir (`make serve` sets it) for links in the UI"
+    )
+    keep_runs: int = Field(
+        30, ge=1, description="refresh runs kept (rows and report folders); older ones are pruned"
+    )
+    notify_url: HttpUrl | None = Field(
+        None, description="http(s) URL a failed or crashed nightly or refresh run POSTs JSON to"
     )
 
     # embed
@@ -230,6 +244,8 @@ class Settings(BaseSettings):
             "model_download",
             "lock_wait_seconds",
             "reports_url",
+            "keep_runs",
+            "notify_url",
         }
         return self.model_dump(mode="json", exclude=where | CRAWL_SETTINGS)
 

@@ -638,10 +638,13 @@ def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> s
     return run_id
 
 
+RUN_RESULT_TABLES = ("user_clusters", "clusters", "cluster_terms", "recommendations")
+
+
 def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
     """Mark a run failed and drop any partial results; earlier runs stay as they were."""
     with transaction(con):
-        for table in ("user_clusters", "clusters", "cluster_terms", "recommendations"):
+        for table in RUN_RESULT_TABLES:
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute(
             "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
@@ -705,6 +708,53 @@ def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
         [limit],
     )
     return shown_abandoned(con, "runs", table)
+
+
+# ---------------------------------------------------------------- retention (keep_runs)
+
+
+def prune_runs(con: duckdb.DuckDBPyConnection, keep: int) -> list[str]:
+    """Delete every finished run started before the `keep`-th newest completed run, its results
+    first, in one transaction; returns the deleted ids, oldest first (none while fewer than
+    `keep` runs completed). A run still running is left alone."""
+    with transaction(con):
+        old = [
+            row[0]
+            for row in con.execute(
+                """SELECT run_id FROM runs WHERE status <> 'running' AND started_at < (
+                    SELECT started_at FROM runs WHERE status = 'completed'
+                    ORDER BY started_at DESC LIMIT 1 OFFSET ?)
+                ORDER BY started_at""",
+                [keep - 1],
+            ).fetchall()
+        ]
+        for table in (*RUN_RESULT_TABLES, "runs"):
+            con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [old])
+    return old
+
+
+def same_results(con: duckdb.DuckDBPyConnection, run_id: str, other: str) -> bool:
+    """Whether two runs stored the same results, row for row, in every result table."""
+    for table in RUN_RESULT_TABLES:
+        rows = f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?"
+        one_way = f"({rows} EXCEPT ALL {rows})"
+        differ = scalar(
+            con,
+            f"SELECT count(*) FROM ({one_way} UNION ALL {one_way})",
+            [run_id, other, other, run_id],
+        )
+        if differ:
+            return False
+    return True
+
+
+def kept_runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The completed runs, newest first (what the reports' index lists)."""
+    return frame(
+        con,
+        """SELECT run_id, finished_at, n_posts, n_users, n_clusters FROM runs
+        WHERE status = 'completed' ORDER BY started_at DESC""",
+    )
 
 
 # ---------------------------------------------------------------- runs and crawls left running
