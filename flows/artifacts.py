@@ -2,11 +2,14 @@
 
 Each artifact has a fixed key, so the UI's Artifacts page keeps one history per kind:
 `tribes-clusters` (markdown table), `tribes-changes` (table of what changed since the previous
-completed run) and `tribes-report` (link to the run's HTML report, once it exists).
+completed run), `tribes-report` (link to the run's HTML report, once it exists) and `tribes-map`
+(the report's PNG map: its URL when the reports are served, else the image itself). The refresh
+run and the nightly run around it both carry them.
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from prefect import task
@@ -16,7 +19,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from flows.report import REPORT_FILE, load_report_data
+from flows.report import MAP_FILE, REPORT_FILE, load_report_data
 from pipeline import store
 from pipeline.settings import Settings
 from pipeline.summary import CHANGE_COLUMNS, change_rows, change_summary, clusters_markdown
@@ -24,6 +27,7 @@ from pipeline.summary import CHANGE_COLUMNS, change_rows, change_summary, cluste
 CLUSTERS_KEY = "tribes-clusters"
 CHANGES_KEY = "tribes-changes"
 REPORT_KEY = "tribes-report"
+MAP_KEY = "tribes-map"
 
 
 def report_link(settings: Settings, page: Path) -> str:
@@ -34,9 +38,18 @@ def report_link(settings: Settings, page: Path) -> str:
     return page.resolve().as_uri()
 
 
-@task(retries=1, retry_delay_seconds=2)
+def map_source(settings: Settings, image: Path) -> str:
+    """Where the UI loads the map from: the reports server, else the PNG inlined (a file URI
+    would not load in a browser)."""
+    if settings.reports_url:
+        return report_link(settings, image)
+    return "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+
+
+@task(retries=1, retry_delay_seconds=2, task_run_name="show results in the UI")
 def show_in_ui(settings: Settings, run_id: str) -> list[str]:
-    """Publish the run's clusters, changes and report link as artifacts; returns their keys."""
+    """Publish the run's clusters, changes, report link and map as artifacts; returns their
+    keys."""
     with store.open(settings) as con:
         data = load_report_data(con, run_id)
         table = store.cluster_table(con, run_id)
@@ -62,4 +75,12 @@ def show_in_ui(settings: Settings, run_id: str) -> list[str]:
             description=f"`{page.resolve()}`",
         )
         keys.append(REPORT_KEY)
+    image = page.with_name(MAP_FILE)
+    if image.exists():
+        create_markdown_artifact(
+            key=MAP_KEY,
+            markdown=f"![Cluster map of run {run_id}]({map_source(settings, image)})",
+            description=f"Cluster map of Tribes run {run_id}",
+        )
+        keys.append(MAP_KEY)
     return keys
