@@ -110,6 +110,7 @@ class Stage:
             stage_task = task(
                 compute,
                 name=self.name,
+                task_run_name=self.name,  # what it does, not `embed-cb0`
                 cache_policy=CacheKeyFnPolicy(cache_key_fn=artifact_key),
                 persist_result=True,
                 **options,

@@ -124,7 +124,7 @@ def last_error(log: Path) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, task_run_name="run spiders")
 def run_spiders(
     db: str,
     sources: str,
@@ -154,14 +154,14 @@ def run_spiders(
     return str(report)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, task_run_name="record crawl start")
 def record_start(settings: Settings, source: str | None) -> str:
     with store.open(settings, "write") as con:
         store.abandon_stale(con)
         return store.start_crawl(con, source)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, task_run_name="record crawl result")
 def record_finish(
     settings: Settings,
     crawl_id: str,

@@ -39,7 +39,7 @@ def insight(
     return path
 
 
-@task(retries=1, retry_delay_seconds=2)
+@task(retries=1, retry_delay_seconds=2, task_run_name="recommend products")
 def recommend(settings: Settings, run_id: str, units_path: str, model: embed_step.ModelSpec) -> int:
     """Rank the catalogue for every cluster and user of a run from the vectors of their profile
     units (post chunks or posts); returns rows written (0 when there is no catalogue)."""

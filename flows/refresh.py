@@ -29,12 +29,12 @@ from flows.artifacts import show_in_ui
 from flows.cache import Stage
 from flows.files import write_atomically
 from flows.insight import insight
+from flows.notify import notify_failure
+from flows.retention import keep_latest_runs
 from flows.vectors import embed_missing
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
-from pipeline import label as label_step
-from pipeline import profile as profile_step
 from pipeline import reduce as reduce_step
 from pipeline import store
 from pipeline.settings import RefreshOptions, Settings, load_settings
@@ -99,7 +99,7 @@ def open_db(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
 
 
-@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2, task_run_name="begin run")
 def begin_run(settings: Settings) -> tuple[str, str]:
     """Record a new run and return (run_id, data_version)."""
     with open_db(settings) as con:
@@ -130,6 +130,8 @@ def embed(settings: Settings, out: str, clean_path: str, model: embed_step.Model
     done = EMBED.done(out)
     units = pl.read_parquet(out if done else clean_path)
     if not done:
+        from pipeline import profile as profile_step  # scikit-learn: only when computing
+
         units = profile_step.profile_units(units, settings.profile_method, settings.chunk_chars)
     what = "post chunks" if settings.profile_method == "chunk_mean" else "posts"
     embed_missing(settings, units.select("text_hash", "text_clean"), model, what)
@@ -150,6 +152,8 @@ def load_units(settings: Settings, units_path: str, model_id: str):
 def profile(settings: Settings, out: str, clean_path: str, units_path: str, model_id: str) -> str:
     """One profile per user (the users, row for row, in the companion file)."""
     if not PROFILE.done(out):
+        from pipeline import profile as profile_step  # scikit-learn: only when computing
+
         users = profile_step.user_index(
             pl.read_parquet(clean_path, columns=["platform", "user_id"])
         )
@@ -212,6 +216,8 @@ def label(
     """c-TF-IDF terms (the companion file), labels, example users and representative posts per
     cluster."""
     if not LABEL.done(out):
+        from pipeline import label as label_step  # scikit-learn: only when computing
+
         members = pl.read_parquet(cluster_path)
         posts = pl.read_parquet(clean_path, columns=["platform", "user_id", "text_clean"])
         terms = label_step.member_terms(members, posts, settings.top_terms)
@@ -233,7 +239,7 @@ def label(
     return out
 
 
-@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2, task_run_name="publish")
 def publish(
     settings: Settings,
     run_id: str,
@@ -274,7 +280,7 @@ def run_stage(timings: dict[str, float], stage_task, settings: Settings, **input
     return result
 
 
-@flow(name="refresh")
+@flow(name="refresh", on_failure=[notify_failure], on_crashed=[notify_failure])
 def refresh(
     db: str | None = None, options: RefreshOptions = RefreshOptions(), full: bool = False
 ) -> str:
@@ -370,5 +376,6 @@ def refresh_now(settings: Settings, full: bool) -> str:
         raise
     insight(settings, run_id, units_path, model)  # recommendations + report; never fails it
     show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed
+    keep_latest_runs(settings, return_state=True)  # prune old runs, index the reports
     get_run_logger().info("run %s completed: %s", run_id, timings)
     return run_id

@@ -146,7 +146,7 @@ def worker_model(
     return embed_step.load_model(spec, device, download)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="embed shard")
 def embed_shard(shard: str, spec: embed_step.ModelSpec, settings: Settings) -> Shard:
     """Embed one shard's texts on a Dask worker; the vectors go to an .npy beside the shard."""
     import distributed

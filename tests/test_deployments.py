@@ -358,7 +358,7 @@ def test_a_locked_database_fails_a_task_that_its_retry_then_finishes(client, imp
                 for t in client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
                 )
-                if t.name.startswith("begin_run")
+                if t.name == "begin run"
             ]
             begin = found[0] if found else None
     finally:
