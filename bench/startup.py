@@ -1,7 +1,7 @@
 """Start-up cost of `tribes crawl` and of an unchanged `tribes refresh`, with Prefect's temporary
 server (the baseline: PREFECT_API_URL unset) and with a running Prefect server.
 
-    .venv/bin/python bench/startup.py [--repeat 3] [--pages 40] [--posts-per-page 8]
+    .venv/bin/python bench/startup.py [--repeat 3] [--pages 40] [--posts-per-page 8] [--reuse]
 
 Builds a small database of real posts (the bundled sample: `--pages` pages, `--posts-per-page`
 posts each) with `tribes import` and one `tribes refresh`, serves one of its accounts as a
@@ -103,6 +103,7 @@ def measure(folder: Path, env: dict[str, str], sources: Path, repeat: int) -> di
         times["crawl"].append(wall)
         times["spider"].append(float(SPIDER_SECONDS.search(output).group(1)))
         times["refresh"].append(tribes(folder, env, "refresh")[0])
+        print(f"  crawl {wall:.1f} s, unchanged refresh {times['refresh'][-1]:.1f} s", flush=True)
     return times
 
 
@@ -111,12 +112,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--posts-per-page", type=int, default=8)
+    parser.add_argument("--reuse", action="store_true", help="keep the last run's database")
     args = parser.parse_args()
     folder = ROOT / ".tribes" / "bench" / "startup"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    fresh = not (args.reuse and (folder / "tribes.duckdb").exists())
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
     home = folder / "prefect"
-    home.mkdir()
+    home.mkdir(parents=True, exist_ok=True)
     posts = small_sample(args.pages, args.posts_per_page)
     posts.write_parquet(folder / "posts.parquet")
     env = base_env(home)
@@ -125,10 +128,12 @@ def main() -> None:
     with LocalPlatforms(one_account) as platforms:
         sources = folder / "sources.yaml"
         sources.write_text(yaml.safe_dump({"sources": [platforms.source("mastodon", "bench")]}))
-        print(f"setting up: {posts.height} posts of {args.pages} pages", flush=True)
-        tribes(folder, env, "import", str(folder / "posts.parquet"), "--platform", "facebook")
-        tribes(folder, env, "crawl", "--sources", str(sources))
-        tribes(folder, env, "refresh")
+        if fresh:
+            print(f"setting up: {posts.height} posts of {args.pages} pages", flush=True)
+            tribes(folder, env, "import", str(folder / "posts.parquet"), "--platform", "facebook")
+            tribes(folder, env, "crawl", "--sources", str(sources))  # the local account, once
+            tribes(folder, env, "refresh")
+        print("temporary server (baseline):", flush=True)
         results["temporary server (baseline)"] = measure(folder, env, sources, args.repeat)
         port = free_port()
         with (home / "server.log").open("w") as log:
@@ -137,6 +142,7 @@ def main() -> None:
                 api_url = f"http://{serve.HOST}:{port}/api"
                 serve.wait_healthy(api_url, server)
                 running = {**env, "PREFECT_API_URL": api_url}
+                print("running server:", flush=True)
                 results["running server"] = measure(folder, running, sources, args.repeat)
             finally:
                 serve.stop(server)
