@@ -1,13 +1,16 @@
 """Issue 16 item 1: engagement counts, kinds, languages, replies, reposts and mentions are stored
 (schema, migration, upserts), imported and crawled exactly as given."""
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
 import pytest
+from test_crawl import crawl
 
 from pipeline import store
+from scrapers.localserver import LocalPlatforms
 
 SEEN = datetime(2024, 3, 1, 12, 0)
 
@@ -133,3 +136,83 @@ def test_every_kind_is_stored_as_given(tmp_path, kind):
     with store.open(tmp_path / "t.duckdb", "write") as con:
         store.upsert_posts(con, posts(["1"], kind=[kind]))
         assert store.scalar(con, "SELECT kind FROM posts") == kind
+
+
+# ------------------------------------------------------------------ crawls
+
+T0 = datetime(2024, 5, 6, 9, 0)
+# alice's posts as the servers serve them: (kind, likes, reposts, replies, lang, reply_to,
+# repost_of, mentions); usernames: bob is on the server, carol and dave@far.example are not
+SERVED = {
+    "a1": ("original", 5, 2, 1, "en", None, None, ["bob", "dave@far.example"]),
+    "a2": ("reply", 0, 0, 3, "de", "bob", None, []),
+    "a3": ("reply", 1, 0, 0, None, "alice", None, []),  # a thread: alice answers herself
+    "a4": ("repost", 40, 12, 7, "fr", None, "carol", []),
+    "a5": ("photo", 9, 1, 0, "en", None, None, []),
+    "a6": ("video", 8, 0, 2, "en", None, None, []),
+    "a7": ("link", 3, 1, 1, "pt-BR", None, None, ["bob"]),
+    "a8": ("quote", 2, 0, 0, "en", None, None, []),
+}
+FIELDS = ["kind", "likes", "reposts", "replies", "lang", "reply_to", "repost_of", "mentions"]
+
+
+def served_posts() -> pl.DataFrame:
+    alice = [
+        {"user_id": "alice", "post_id": post_id, "created_at": T0 - timedelta(hours=n),
+         "text": f"post {post_id}", **dict(zip(FIELDS, values, strict=True))}
+        for n, (post_id, values) in enumerate(SERVED.items())
+    ]  # fmt: skip
+    bob = {"user_id": "bob", "post_id": "b1", "created_at": T0, "text": "bob's post"}
+    return pl.DataFrame([*alice, bob | {f: None for f in FIELDS}])
+
+
+@pytest.fixture
+def engaged() -> Iterator[LocalPlatforms]:
+    with LocalPlatforms(served_posts()) as server:
+        yield server
+
+
+def user_ids(server: LocalPlatforms, platform: str) -> dict[str, str]:
+    """The user id each username gets on `platform` (as the spider spells them)."""
+    names = ["alice", "bob", "carol", "dave@far.example"]
+    if platform == "bluesky":
+        return {name: server.someone(name).did for name in names}
+    return {name: name if "@" in name else f"{name}@127.0.0.1" for name in names}
+
+
+@pytest.mark.parametrize("platform", ["mastodon", "bluesky"])
+def test_a_crawl_stores_counts_kinds_languages_replies_reposts_and_mentions_as_served(
+    workdir, engaged, platform
+):
+    before = store.now()
+    crawl(workdir, [engaged.source(platform)])
+    ids = user_ids(engaged, platform)
+    with store.open(workdir / "t.duckdb", "read") as con:
+        texts = store.read_posts(con).select("post_id", "text")
+        activity = store.read_post_activity(con).join(texts, on="post_id")
+        found = store.read_mentions(con)
+        seen = store.scalar(con, "SELECT min(counts_seen_at) FROM posts")
+    by_text = {row["text"]: row for row in activity.iter_rows(named=True)}
+    assert len(by_text) == len(SERVED) + 1  # and bob's post
+    mentioned = found.group_by("post_id").agg(pl.col("mentioned").sort())
+    mentioned = dict(mentioned.iter_rows())
+    for post_id, served in SERVED.items():
+        kind, likes, reposts, replies, lang, reply_to, repost_of, mentions = served
+        row = by_text[f"post {post_id}"]
+        expected = {
+            "kind": kind,
+            "likes": likes,
+            "reposts": reposts,
+            "replies": replies,
+            # Bluesky gives a post's languages; Mastodon's boost shows the boosted post's
+            "lang": lang,
+            "reply_to": ids.get(reply_to),
+            "repost_of": ids.get(repost_of),
+        }
+        assert {k: row[k] for k in expected} == expected, post_id
+        # Mastodon's replies mention whom they answer (not a thread's own author)
+        also = [ids["bob"]] if platform == "mastodon" and reply_to == "bob" else []
+        want = sorted([*also, *(ids[m] for m in mentions)])
+        assert mentioned.get(row["post_id"], []) == want, post_id
+    assert seen >= before
+    assert set(found["user_id"]) == {ids["alice"]}
