@@ -62,7 +62,8 @@ def typed(value: object, dtype: pl.DataType) -> object:
     elif dtype == pl.Utf8:
         fits = isinstance(value, str)
     elif dtype == pl.List(pl.Utf8):
-        return [v for v in value if isinstance(v, str) and v][:MAX_MENTIONS] if value else []
+        listed = value if isinstance(value, list) else []
+        return [v for v in listed if isinstance(v, str) and v][:MAX_MENTIONS]
     else:
         fits = isinstance(value, datetime)
     return value if fits else None

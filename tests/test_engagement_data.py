@@ -1,6 +1,7 @@
 """Issue 16 item 1: engagement counts, kinds, languages, replies, reposts and mentions are stored
 (schema, migration, upserts), imported and crawled exactly as given."""
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -8,9 +9,13 @@ import duckdb
 import polars as pl
 import pytest
 from test_crawl import crawl
+from typer.testing import CliRunner
 
+from flows.cli import app
 from pipeline import store
 from scrapers.localserver import LocalPlatforms
+from scrapers.pipelines import typed
+from scrapers.spiders.mastodon import interactions
 
 SEEN = datetime(2024, 3, 1, 12, 0)
 
@@ -216,3 +221,164 @@ def test_a_crawl_stores_counts_kinds_languages_replies_reposts_and_mentions_as_s
         assert mentioned.get(row["post_id"], []) == want, post_id
     assert seen >= before
     assert set(found["user_id"]) == {ids["alice"]}
+
+
+# ------------------------------------------------------------------ imports
+
+runner = CliRunner()
+FACEBOOK_KINDS = {"status": "original", "link": "link", "event": "link", "photo": "photo"} | {
+    "video": "video"
+}
+
+
+def tribes(db, *args):
+    return runner.invoke(app, ["--db", str(db), *args])
+
+
+def test_the_sample_imports_its_engagement_and_kinds_by_default(workdir, sample_path):
+    db = workdir / "t.duckdb"
+    before = store.now()
+    result = tribes(db, "import", str(sample_path), "--platform", "facebook")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    with store.open(db, "read") as con:
+        stored = store.read_post_activity(con)
+        seen = store.scalar(con, "SELECT min(counts_seen_at) FROM posts")
+    source = pl.read_parquet(sample_path).select(
+        "post_id",
+        likes="num_reactions",
+        replies="num_comments",
+        reposts="num_shares",
+        kind=pl.col("status_type").replace_strict(FACEBOOK_KINDS),
+    )
+    expected = source.filter(pl.col("post_id").is_in(stored["post_id"].to_list())).sort("post_id")
+    got = stored.select(expected.columns).sort("post_id").cast(expected.schema)
+    assert got.equals(expected)
+    assert stored.height == 4164 and sorted(set(got["kind"])) == [
+        "link",
+        "original",
+        "photo",
+        "video",
+    ]
+    assert seen >= before
+
+
+def test_import_maps_named_columns_and_map_pairs(workdir):
+    db = workdir / "t.duckdb"
+    path = workdir / "posts.csv"
+    path.write_text(
+        "author,id,body,hearts,answers,shared,type,language,to,from,tags\n"
+        "ann,1,hello,12,3,0,photo,en,,,@bob carol\n"
+        "ann,2,again,0,1,2,Reply,pt-BR,bob,,\n"
+        'bob,3,shared,,,,repost,,,ann,"ann, carol"\n',
+        encoding="utf-8",
+    )
+    args = ["import", str(path), "--user-col", "author", "--id-col", "id", "--text-col", "body"]
+    mapped = ["--likes-col", "hearts", "--replies-col", "answers", "--map", "reposts=shared"]
+    more = ["--kind-col", "type", "--lang-col", "language", "--reply-to-col", "to"]
+    pairs = ["--map", "repost_of=from", "--map", "mentions=tags", "--time-col", ""]
+    result = tribes(db, *args, *mapped, *more, *pairs)
+    assert result.exit_code == 0, result.output
+    assert "3 inserted" in result.output and "warning" not in result.output
+    with store.open(db, "read") as con:
+        rows = store.read_post_activity(con).drop("platform", "created_at").rows()
+        mentions = store.read_mentions(con).select("post_id", "user_id", "mentioned").rows()
+        seen = con.execute("SELECT post_id, counts_seen_at IS NOT NULL FROM posts").fetchall()
+    assert rows == [
+        ("1", "ann", "photo", "en", 12, 0, 3, None, None),
+        ("2", "ann", "reply", "pt-BR", 0, 2, 1, "bob", None),
+        ("3", "bob", "repost", None, None, None, None, None, "ann"),
+    ]
+    assert mentions == [
+        ("1", "ann", "bob"),
+        ("1", "ann", "carol"),
+        ("3", "bob", "ann"),
+        ("3", "bob", "carol"),
+    ]
+    assert sorted(seen) == [("1", True), ("2", True), ("3", False)]  # no count: not seen
+
+
+def test_hostile_values_are_stored_empty_with_one_warning_line_each(workdir):
+    db = workdir / "t.duckdb"
+    path = workdir / "posts.jsonl"
+    rows = [
+        {"likes": "-3", "kind": "banana", "lang": "<script>alert(1)</script>"},
+        {"likes": "lots", "kind": "PHOTO", "lang": "en"},
+        {"likes": "1.5", "kind": "video", "lang": "x" * 500},
+        {"likes": "99999999999", "kind": None, "lang": None},
+        {"likes": "7", "kind": "status", "lang": "de"},
+    ]
+    path.write_text(
+        "\n".join(
+            json.dumps({"user_id": "u", "post_id": str(n), "text": f"t{n}", **row})
+            for n, row in enumerate(rows)
+        ),
+        encoding="utf-8",
+    )
+    result = tribes(db, "import", str(path), "--time-col", "", "--likes-col", "likes",
+                    "--map", "kind=kind", "--lang-col", "lang")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "5 inserted" in result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3, result.output
+    assert warnings[0].startswith("warning: likes (likes): 4 values not a count")
+    assert warnings[1].startswith("warning: kind (kind): 1 values not a known kind")
+    assert warnings[2].startswith("warning: lang (lang): 2 values not a language tag")
+    assert "Traceback" not in result.output
+    with store.open(db, "read") as con:
+        stored = store.read_post_activity(con).select("likes", "kind", "lang").rows()
+    assert stored == [
+        (None, "original", None),
+        (None, "photo", "en"),
+        (None, "video", None),
+        (None, "original", None),
+        (7, "original", "de"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--map", "likes"], "--map 'likes': use FIELD=COLUMN"),
+        (["--map", "hearts=likes"], "with a field of: user, text"),
+        (["--likes-col", "nope"], "no column 'nope'"),
+        (["--map", "mentions=nope"], "pass --map mentions=NAME"),
+    ],
+)
+def test_bad_mapping_options_give_one_line(workdir, options, message):
+    path = workdir / "posts.csv"
+    path.write_text("user_id,post_id,text\nu,1,hello\n", encoding="utf-8")
+    result = tribes(workdir / "t.duckdb", "import", str(path), "--time-col", "", *options)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_mastodon_keeps_the_account_id_of_a_reply_it_cannot_name():
+    status = {
+        "in_reply_to_id": "9",
+        "in_reply_to_account_id": "777",
+        "mentions": [{"id": "5", "acct": "bob"}, {"id": "6", "acct": "eve@far.example"}, "junk"],
+    }
+    found = interactions(status, "https://social.example", own_id="1", user_id="ann@x")
+    assert found == {
+        "reply_to": "777",
+        "mentions": ["bob@social.example", "eve@far.example"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "kept"),
+    [
+        (3, pl.Int32, 3),
+        (-1, pl.Int32, None),
+        ("3", pl.Int32, None),
+        (True, pl.Int32, None),
+        (2**31, pl.Int32, None),
+        ({"a": 1}, pl.Utf8, None),
+        (["a", 3, "", "b"], pl.List(pl.Utf8), ["a", "b"]),
+        ("not a list", pl.List(pl.Utf8), []),
+    ],
+)
+def test_crawled_values_of_the_wrong_type_are_stored_empty(value, dtype, kept):
+    assert typed(value, dtype) == kept
