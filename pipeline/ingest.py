@@ -353,7 +353,9 @@ def to_posts(
     require_columns(table, columns, name)
     no_times = pl.Series([None] * table.height, dtype=pl.Utf8)
     times = parse_times(table[columns.time] if columns.time else no_times)
+    fields = post_fields(table, columns)
     frame = table.select(
+        *fields.values,
         pl.lit(platform).alias("platform"),
         pl.col(columns.id).cast(pl.Utf8).str.strip_chars().alias("post_id"),
         pl.col(columns.user).cast(pl.Utf8).str.strip_chars().alias("user_id"),
@@ -381,8 +383,7 @@ def to_posts(
         .when(same_post.is_duplicated())
         .then(pl.lit("duplicate post id in file"))
     )
-    fields = post_fields(table, columns)
-    frame = pl.concat([frame, fields.values], how="horizontal").with_columns(reason=reason)
+    frame = frame.with_columns(reason=reason)
     last = (
         pl.int_range(pl.len()).over("post_id", "user_id") == pl.len().over("post_id", "user_id") - 1
     )
@@ -423,7 +424,7 @@ class PostFields:
     """The mapped optional fields of every row, and per field its column and bad-value flags
     (columns `bad_FIELD`, dropped from the posts by store.POSTS.conform)."""
 
-    values: pl.DataFrame
+    values: list[pl.Expr]  # over the input table
     sources: dict[str, str]  # field -> the column it came from
     rules: dict[str, str]  # field -> what a good value is
 
@@ -486,17 +487,18 @@ def post_fields(table: pl.DataFrame, columns: ColumnMap) -> PostFields:
         for name, value in read.items()
         if READERS[name][1]
     }
-    values = table.select(**read, **flags)
-    counts = [name for name in ("likes", "reposts", "replies") if name in read]
-    seen = datetime.now(UTC).replace(tzinfo=None)
-    values = values.with_columns(
-        counts_seen_at=pl.when(pl.any_horizontal(pl.col(counts).is_not_null())).then(
-            pl.lit(seen, pl.Datetime("us"))
-        )
-        if counts
-        else pl.lit(None, pl.Datetime("us")),
-        mentions=mention_lists(table[columns.mentions]) if columns.mentions else None,
-    )
+    counts = [read[name] for name in ("likes", "reposts", "replies") if name in read]
+    seen = pl.lit(None, pl.Datetime("us"))
+    if counts:
+        now = pl.lit(datetime.now(UTC).replace(tzinfo=None), pl.Datetime("us"))
+        seen = pl.when(pl.any_horizontal(c.is_not_null() for c in counts)).then(now)
+    mentions = mention_lists(table[columns.mentions]) if columns.mentions else None
+    values = [
+        *(value.alias(name) for name, value in read.items()),
+        *(flag.alias(name) for name, flag in flags.items()),
+        seen.alias("counts_seen_at"),
+        pl.lit(mentions).alias("mentions"),
+    ]
     return PostFields(values, sources, {name: rule for name, (_, rule) in READERS.items()})
 
 

@@ -99,13 +99,13 @@ class FakeAccount:
 OTHER = "someone_else"  # whom a reply or repost answers when the posts do not say
 
 
-def served_fields(posts: pl.DataFrame) -> pl.DataFrame:
-    """The optional post fields of `posts`, read as `tribes import` reads them (the fields by
+def with_served_fields(posts: pl.DataFrame) -> pl.DataFrame:
+    """`posts` with its optional post fields read as `tribes import` reads them (the fields by
     their names, or Facebook pages' columns such as num_reactions and status_type)."""
     present = {name: name for name in ingest.FIELDS if name in posts.columns}
     columns = ingest.ColumnMap(**present).with_page_columns(posts.columns)
-    values = ingest.post_fields(posts, columns).values
-    return values.select(pl.exclude("^bad_.*$", "counts_seen_at"))
+    read = posts.with_columns(ingest.post_fields(posts, columns).values)
+    return read.select(pl.exclude("^bad_.*$", "counts_seen_at"))
 
 
 def to_html(text: str) -> str:
@@ -154,9 +154,7 @@ class LocalPlatforms:
 
     def add_posts(self, posts: pl.DataFrame) -> None:
         """Add posts (and their accounts); each account's posts stay newest first."""
-        posts = pl.concat(
-            [posts.select(pl.exclude(list(ingest.FIELDS))), served_fields(posts)], how="horizontal"
-        )
+        posts = with_served_fields(posts)
         with self._lock:
             for row in posts.sort("created_at").iter_rows(named=True):
                 account = self.accounts.get(row["user_id"])
