@@ -46,6 +46,7 @@ def synthetic_report(n_users: int, n_clusters: int, seed: int = 0) -> report.Rep
             "cluster_id": cluster.astype(np.int32),
             "probability": rng.uniform(0, 1, n_users),
             "is_outlier": np.arange(n_users) % 10 == 0,
+            "provisional": False,
             "x": xy[:, 0],
             "y": xy[:, 1],
             "n_posts": 5,

@@ -126,6 +126,7 @@ def label_anchors(members: pl.DataFrame) -> pl.DataFrame:
 
 
 LOW_CONFIDENCE = "low confidence: outlier or weak membership (faded, cluster colour)"
+PROVISIONAL = "provisional: joined after this run, nearest cluster (◇, until the next refresh)"
 LABEL_RISE_PX = (36, 58, 80)  # label heights above their anchor, in turn, so neighbours differ
 
 
@@ -143,13 +144,18 @@ def points(group: pl.DataFrame) -> dict[str, np.ndarray]:
     return {c: group[c].cast(pl.Float32).to_numpy() for c in ("x", "y")}
 
 
+def clustered(members: pl.DataFrame) -> pl.DataFrame:
+    """The members the run clustered itself (not those `tribes assign` placed since)."""
+    return members.filter(~pl.col("provisional"))
+
+
 def cluster_trace(data: ReportData, cluster_id: int, group: pl.DataFrame, color: str):
     """One cluster's confident members as WebGL points: the cluster's legend entry."""
     import plotly.graph_objects as go
 
     label = label_of(data.clusters, cluster_id)
     terms = ", ".join(t for t, _ in top_terms(data.terms, cluster_id, 6))
-    size = int(data.members.filter(pl.col("cluster_id") == cluster_id).height)
+    size = clustered(data.members).filter(pl.col("cluster_id") == cluster_id).height
     return go.Scattergl(
         **points(group),
         mode="markers",
@@ -161,27 +167,41 @@ def cluster_trace(data: ReportData, cluster_id: int, group: pl.DataFrame, color:
     )
 
 
-def low_confidence_trace(data: ReportData, order: list[int]):
-    """Every outlier in one faded trace, coloured by its cluster: one legend entry explains them."""
+def mixed_trace(data: ReportData, order: list[int], group: pl.DataFrame, name: str, how: str):
+    """Users of several clusters in one trace (one legend entry), each in its cluster's colour;
+    `how` is said after the cluster in the hover text."""
     import plotly.graph_objects as go
 
-    low = data.members.filter(pl.col("is_outlier"))
     where = [
-        f"<br>cluster {c}: {html.escape(label_of(data.clusters, c))} (low confidence)"
-        for c in low["cluster_id"]
+        f"<br>cluster {c}: {html.escape(label_of(data.clusters, c))} ({how}, {p:.2f})"
+        for c, p in zip(group["cluster_id"], group["probability"], strict=True)
     ]
     return go.Scattergl(
-        **points(low),
+        **points(group),
         mode="markers",
-        name=LOW_CONFIDENCE,
-        customdata=[[n, w + k] for (n, k), w in zip(hover_names(low), where, strict=True)],
+        name=name,
+        customdata=[[n, w + k] for (n, k), w in zip(hover_names(group), where, strict=True)],
         hovertemplate="<b>%{customdata[0]}</b>%{customdata[1]}<extra></extra>",
-        marker={
-            "size": 6,
-            "color": [color_of(c, order) for c in low["cluster_id"]],
-            "opacity": 0.35,
-        },
+        marker={"size": 6, "color": [color_of(c, order) for c in group["cluster_id"]]},
     )
+
+
+def low_confidence_trace(data: ReportData, order: list[int]):
+    """Every outlier in one faded trace, coloured by its cluster: one legend entry explains them."""
+    low = clustered(data.members).filter(pl.col("is_outlier"))
+    trace = mixed_trace(data, order, low, LOW_CONFIDENCE, "low confidence")
+    trace.marker.opacity = 0.35
+    return trace
+
+
+def provisional_trace(data: ReportData, order: list[int]):
+    """Accounts placed by `tribes assign` since the run, as open diamonds in their cluster's
+    colour: one legend entry."""
+    trace = mixed_trace(
+        data, order, data.members.filter(pl.col("provisional")), PROVISIONAL, "provisional"
+    )
+    trace.marker.update(symbol="diamond-open", size=9, line={"width": 1.5})
+    return trace
 
 
 def map_figure(data: ReportData):
@@ -192,12 +212,16 @@ def map_figure(data: ReportData):
     order = data.clusters["cluster_id"].to_list()
     fig = go.Figure()
     for cluster_id in order:
-        group = data.members.filter((pl.col("cluster_id") == cluster_id) & ~pl.col("is_outlier"))
+        group = clustered(data.members).filter(
+            (pl.col("cluster_id") == cluster_id) & ~pl.col("is_outlier")
+        )
         if group.height:
             fig.add_trace(cluster_trace(data, cluster_id, group, color_of(cluster_id, order)))
-    if data.members["is_outlier"].any():
+    if clustered(data.members)["is_outlier"].any():
         fig.add_trace(low_confidence_trace(data, order))
-    for i, row in enumerate(label_anchors(data.members).iter_rows(named=True)):
+    if data.members["provisional"].any():
+        fig.add_trace(provisional_trace(data, order))
+    for i, row in enumerate(label_anchors(clustered(data.members)).iter_rows(named=True)):
         label = html.escape(label_of(data.clusters, row["cluster_id"]))
         fig.add_annotation(
             x=row["x"],
@@ -383,6 +407,7 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
                 "label": row["label"],
                 "size": row["size"],
                 "n_outliers": row["n_outliers"],
+                "n_provisional": int(members["provisional"].sum()),
                 "color": color_of(cluster_id, order),
                 "terms": [
                     {"term": t, "weight": w, "pct": round(100 * w / heaviest, 1)} for t, w in terms
@@ -430,8 +455,9 @@ def render_html(
         clusters=cluster_views(data, changes),
         changes=changes,
         n_products=data.n_products,
-        n_members=data.members.height,
-        n_outliers=int(data.members["is_outlier"].sum()) if data.members.height else 0,
+        n_members=clustered(data.members).height,
+        n_outliers=int(clustered(data.members)["is_outlier"].sum()),
+        n_provisional=int(data.members["provisional"].sum()),
         plotly_js=plotly_js,
         init_js=init_js,
         csp=content_security_policy([plotly_js, init_js]),

@@ -309,6 +309,8 @@ def test_map_draws_webgl_points_each_user_once_with_hostile_names_escaped():
             "known_label": [None, "<b>x</b>", None, None, None],
             "cluster_id": [0, 0, 0, 1, 1],
             "is_outlier": [False, False, True, False, True],
+            "provisional": [False, False, False, False, True],
+            "probability": [0.9, 0.8, 0.1, 0.9, 0.02],
             "x": [0.0, 1, 2, 10, 11],
             "y": [0.0, 1, 0, 5, 6],
         }
@@ -321,10 +323,13 @@ def test_map_draws_webgl_points_each_user_once_with_hostile_names_escaped():
     names = {t["name"]: [c[0] for c in t["customdata"]] for t in traces}
     assert names == {
         "0: &lt;i&gt;one&lt;/i&gt; (3)": ["Ann", html_escape(HOSTILE_NAME)],
-        "1: two (2)": ["Di"],
-        report_step.LOW_CONFIDENCE: ["Cy", "Ed"],
+        "1: two (1)": ["Di"],
+        report_step.LOW_CONFIDENCE: ["Cy"],
+        report_step.PROVISIONAL: ["Ed"],
     }
     text = json.dumps(traces)
     assert "<script>" not in text and "<i>" not in text and "<b>x" not in text
-    low = traces[-1]
-    assert low["marker"]["color"] == [report_step.PALETTE[0], report_step.PALETTE[1]]
+    low, provisional = traces[-2:]
+    assert low["marker"]["color"] == [report_step.PALETTE[0]]
+    assert provisional["marker"]["color"] == [report_step.PALETTE[1]]
+    assert provisional["marker"]["symbol"] == "diamond-open"
