@@ -176,14 +176,15 @@ def assign_after(config: Settings) -> None:
     exists; a reason it cannot is a warning, never a failure of the import or crawl."""
     from flows.assign import assign_new_accounts
     from pipeline import store
+    from pipeline.embed import ModelError
 
-    with store.open(config) as con:
-        if store.latest_run_id(con) is None:
-            return
     try:
+        with store.open(config) as con:
+            if store.latest_run_id(con) is None:
+                return
         done = assign_new_accounts(config)
-    except (store.StoreError, ValueError) as exc:
-        warn(f"no provisional clusters: {exc}")
+    except (store.StoreError, ModelError, ValueError) as exc:
+        warn(f"no provisional clusters: {str(exc).splitlines()[0]}")
         return
     console.print(done.summary(), highlight=False, soft_wrap=True)
 

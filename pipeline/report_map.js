@@ -35,8 +35,10 @@
       : found.length + (found.length === 1 ? ' account matches: ' : ' accounts match: ')
         + found.slice(0, 10).join(', ') + (found.length > 10 ? ', \u2026' : '');
   }
+  var started = performance.now();
   Plotly.newPlot(map, f.data, f.layout, {displaylogo: false, responsive: true}).then(function () {
     map.dataset.drawn = String(f.data.length);
+    map.dataset.drawMs = String(Math.round(performance.now() - started));
     box.addEventListener('input', function () { search(box.value); });
     var asked = /^#search=(.*)$/.exec(window.location.hash);
     if (asked) { box.value = decodeURIComponent(asked[1]); search(box.value); }
