@@ -45,7 +45,8 @@ def test_nearest_centre_wins_and_probability_ranks_against_its_members():
     assert got["cluster_id"].to_list() == [0, 0, 1]
     assert got["probability"][0] == 1.0  # closer to the centre than every member
     assert got["probability"][1] == 0.0 and got["is_outlier"][1]  # farther than all of them
-    assert got["x"][0] == pytest.approx(0.0, abs=1e-6) and got["y"][0] == pytest.approx(0.0, abs=1e-6)
+    assert got.row(0, named=True)["x"] == pytest.approx(0.0, abs=1e-6)
+    assert got.row(0, named=True)["y"] == pytest.approx(0.0, abs=1e-6)
     assert got["x"][2] == pytest.approx(10.0, abs=1e-3)  # placed at its cluster's anchor
 
 
