@@ -91,16 +91,20 @@ def test_new_accounts_get_their_cluster_provisionally_until_the_next_refresh(ref
         user_id=pl.format("copy-of-{}", "user_id"), post_id=pl.format("copy-{}", "post_id")
     )
     baker = pl.DataFrame(
-        {"post_id": [f"b{i}" for i in range(4)], "user_id": "baker", "text": NEW_TOPIC}
+        {
+            "post_id": [f"b{i}" for i in range(4)],
+            "user_id": "baker",
+            "created_at": copies["created_at"].head(4),
+            "text": NEW_TOPIC,
+        }
     )
-    new = pl.concat([copies.select("post_id", "user_id", "text"), baker])
+    new = pl.concat([copies.select("post_id", "user_id", "created_at", "text"), baker])
     new.write_csv(tmp_path / "new.csv")
     embedded = stored(settings, "SELECT count(*) FROM embeddings")
 
     done = runner.invoke(
         app,
-        ["--db", str(refreshed), "import", str(tmp_path / "new.csv"), "--platform", "facebook"]
-        + ["--time-col", ""],
+        ["--db", str(refreshed), "import", str(tmp_path / "new.csv"), "--platform", "facebook"],
     )
     assert done.exit_code == 0, done.output
     assert f"3 new accounts placed provisionally into the clusters of run {first}" in (
@@ -113,7 +117,8 @@ def test_new_accounts_get_their_cluster_provisionally_until_the_next_refresh(ref
     got = dict(placed.select("user_id", "cluster_id").rows())
     assert {k: got[k] for k in expected} == expected  # each copy lands in its original's cluster
     assert set(got) == {*expected, "baker"}
-    # only the baker's texts were new: one chunk (the copies' chunks were embedded already)
+    # only the baker's texts were new: one chunk (the copies' chunks, same posts at the same
+    # times, were embedded already)
     assert stored(settings, "SELECT count(*) FROM embeddings") == embedded + 1
 
     again = runner.invoke(app, ["--db", str(refreshed), "assign"])  # a rerun changes nothing
