@@ -172,6 +172,48 @@ def import_command(
         lambda: import_file(config, str(file), platform, columns.mapped(maps or []), fmt, encoding)
     )
     console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
+    if report.inserted:
+        assign_after(config)
+
+
+@app.command()
+def assign() -> None:
+    """Place accounts that joined since the latest run into their nearest cluster, marked
+    provisional until the next refresh (runs by itself after import and crawl)."""
+    from flows.assign import assign_new_accounts
+
+    done = run_guarded(lambda: assign_new_accounts(settings()))
+    console.print(done.summary(), highlight=False, soft_wrap=True)
+    if done.members.height:
+        view = Table(title=f"Provisional clusters (run {done.run_id})")
+        for column in ("account", "cluster", "probability"):
+            view.add_column(column, overflow="fold")
+        for row in done.members.sort("cluster_id", "user_id").head(50).iter_rows(named=True):
+            low = " (low confidence)" if row["is_outlier"] else ""
+            view.add_row(
+                f"{row['platform']}:{row['user_id']}",
+                str(row["cluster_id"]),
+                f"{row['probability']:.2f}{low}",
+            )
+        console.print(view)
+
+
+def assign_after(config: Settings) -> None:
+    """After new posts came in: provisional clusters for new accounts when a completed run
+    exists; a reason it cannot is a warning, never a failure of the import or crawl."""
+    from flows.assign import assign_new_accounts
+    from pipeline import store
+    from pipeline.embed import ModelError
+
+    try:
+        with store.open(config) as con:
+            if store.latest_run_id(con) is None:
+                return
+        done = assign_new_accounts(config)
+    except (store.StoreError, ModelError, ValueError) as exc:
+        warn(f"no provisional clusters: {str(exc).splitlines()[0]}")
+        return
+    console.print(done.summary(), highlight=False, soft_wrap=True)
 
 
 def option_flags() -> list[inspect.Parameter]:
@@ -281,6 +323,7 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
         view.add_column(column, overflow="fold")
     for row in table.iter_rows(named=True):
         size = f"{row['size']}" + (f" ({row['n_outliers']} low-conf.)" if row["n_outliers"] else "")
+        size += f" +{row['n_provisional']} provisional" if row["n_provisional"] else ""
         view.add_row(
             str(row["cluster_id"]),
             size,
@@ -321,7 +364,10 @@ def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10
             row["status"],
             f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
             "" if row["seconds"] is None else f"{row['seconds']:.1f}",
-            *(str(row[c] or "") for c in ("n_posts", "n_users", "n_clusters", "error")),
+            str(row["n_posts"] or ""),
+            f"{row['n_users'] or ''}"
+            + (f" +{row['n_provisional']} provisional" if row["n_provisional"] else ""),
+            *(str(row[c] or "") for c in ("n_clusters", "error")),
         )
     console.print(view)
 
@@ -467,6 +513,8 @@ def crawl(
     console.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.accounts and all(row.errors for row in summary.accounts):
         raise fail(f"every account failed (reasons above; log: {summary.log})")
+    if summary.total("new"):
+        assign_after(config)
 
 
 @app.command()

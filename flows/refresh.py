@@ -32,6 +32,7 @@ from flows.insight import insight
 from flows.notify import notify_failure
 from flows.retention import keep_latest_runs
 from flows.vectors import embed_missing
+from pipeline import assign as assign_step
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -244,17 +245,20 @@ def publish(
     settings: Settings,
     run_id: str,
     clean_path: str,
+    profile_path: str,
     cluster_path: str,
     label_path: str,
     timings: dict[str, float],
 ) -> None:
-    """Write the run's results and mark it completed, atomically."""
+    """Write the run's results (with its cluster centres, for `tribes assign`) and mark it
+    completed, atomically."""
     members = pl.read_parquet(cluster_path)
     clusters = pl.read_parquet(label_path)
     terms = pl.read_parquet(LABEL.companion_of(label_path))
+    centres = assign_step.centroids(np.load(profile_path)["profiles"], members)
     n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
     with open_db(settings) as con:
-        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts)
+        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts, centres)
 
 
 def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:
@@ -370,7 +374,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
             model_id=model.model_id,
             cluster_path=cluster_path,
         )
-        publish(settings, run_id, clean_path, cluster_path, label_path, timings)
+        publish(settings, run_id, clean_path, profile_path, cluster_path, label_path, timings)
     except BaseException as exc:
         mark_failed(settings, run_id, exc)
         raise

@@ -280,3 +280,27 @@ def recommend_all(
                     }
                 )
     return recommendations_frame(rows)
+
+
+def provisional_recommendations(members: pl.DataFrame, cluster_recs: pl.DataFrame) -> pl.DataFrame:
+    """For accounts with a provisional cluster (platform, user_id, cluster_id), their cluster's
+    ranked products as their own (scope 'user'), the reason saying so."""
+    picks = cluster_recs.filter(pl.col("scope") == "cluster").select(
+        pl.col("scope_id").cast(pl.Int32).alias("cluster_id"),
+        "product_id",
+        "score",
+        "rank",
+        "reason",
+    )
+    return recommendations_frame(
+        members.join(picks, on="cluster_id", how="inner", maintain_order="left")
+        .select(
+            scope=pl.lit("user"),
+            scope_id=pl.format("{}:{}", "platform", "user_id"),
+            product_id="product_id",
+            score="score",
+            rank="rank",
+            reason=pl.format("cluster {}'s pick (provisional); {}", "cluster_id", "reason"),
+        )
+        .rows()
+    )

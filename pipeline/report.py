@@ -125,55 +125,116 @@ def label_anchors(members: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+LOW_CONFIDENCE = "low confidence: outlier or weak membership (faded, cluster colour)"
+PROVISIONAL = "provisional: joined after this run, nearest cluster (◇, until the next refresh)"
+LABEL_RISE_PX = (36, 58, 80)  # label heights above their anchor, in turn, so neighbours differ
+
+
+def hover_names(group: pl.DataFrame) -> list[list[str]]:
+    """Each point's [name, known-label line], HTML-escaped for plotly (the search box compares
+    escaped names, so the raw text never reaches the page's markup)."""
+    return [
+        [html.escape(name), f"<br>known label: {html.escape(known)}" if known else ""]
+        for name, known in zip(group["name"], group["known_label"], strict=True)
+    ]
+
+
+def points(group: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The map coordinates as float32 (plotly writes them compactly, base64)."""
+    return {c: group[c].cast(pl.Float32).to_numpy() for c in ("x", "y")}
+
+
+def clustered(members: pl.DataFrame) -> pl.DataFrame:
+    """The members the run clustered itself (not those `tribes assign` placed since)."""
+    return members.filter(~pl.col("provisional"))
+
+
+def cluster_trace(data: ReportData, cluster_id: int, group: pl.DataFrame, color: str):
+    """One cluster's confident members as WebGL points: the cluster's legend entry."""
+    import plotly.graph_objects as go
+
+    label = label_of(data.clusters, cluster_id)
+    terms = ", ".join(t for t, _ in top_terms(data.terms, cluster_id, 6))
+    size = clustered(data.members).filter(pl.col("cluster_id") == cluster_id).height
+    return go.Scattergl(
+        **points(group),
+        mode="markers",
+        name=html.escape(f"{cluster_id}: {label} ({size})"),
+        customdata=hover_names(group),
+        hovertemplate=f"<b>%{{customdata[0]}}</b><br>cluster {cluster_id}: "
+        f"{html.escape(label)}<br>top terms: {html.escape(terms)}%{{customdata[1]}}<extra></extra>",
+        marker={"size": 7, "color": color, "opacity": 0.85},
+    )
+
+
+def mixed_trace(data: ReportData, order: list[int], group: pl.DataFrame, name: str, how: str):
+    """Users of several clusters in one trace (one legend entry), each in its cluster's colour;
+    `how` is said after the cluster in the hover text."""
+    import plotly.graph_objects as go
+
+    where = [
+        f"<br>cluster {c}: {html.escape(label_of(data.clusters, c))} ({how}, {p:.2f})"
+        for c, p in zip(group["cluster_id"], group["probability"], strict=True)
+    ]
+    return go.Scattergl(
+        **points(group),
+        mode="markers",
+        name=name,
+        customdata=[[n, w + k] for (n, k), w in zip(hover_names(group), where, strict=True)],
+        hovertemplate="<b>%{customdata[0]}</b>%{customdata[1]}<extra></extra>",
+        marker={"size": 6, "color": [color_of(c, order) for c in group["cluster_id"]]},
+    )
+
+
+def low_confidence_trace(data: ReportData, order: list[int]):
+    """Every outlier in one faded trace, coloured by its cluster: one legend entry explains them."""
+    low = clustered(data.members).filter(pl.col("is_outlier"))
+    trace = mixed_trace(data, order, low, LOW_CONFIDENCE, "low confidence")
+    trace.marker.opacity = 0.35
+    return trace
+
+
+def provisional_trace(data: ReportData, order: list[int]):
+    """Accounts placed by `tribes assign` since the run, as open diamonds in their cluster's
+    colour: one legend entry."""
+    trace = mixed_trace(
+        data, order, data.members.filter(pl.col("provisional")), PROVISIONAL, "provisional"
+    )
+    trace.marker.update(symbol="diamond-open", size=9, line={"width": 1.5})
+    return trace
+
+
 def map_figure(data: ReportData):
-    """An interactive plotly scatter of users, one trace per cluster, labels on the map."""
+    """The interactive map: WebGL points (fluid at 100,000 users), one legend entry per cluster
+    plus one for low-confidence users, and labels set above their cluster with an arrow."""
     import plotly.graph_objects as go
 
     order = data.clusters["cluster_id"].to_list()
     fig = go.Figure()
     for cluster_id in order:
-        group = data.members.filter(pl.col("cluster_id") == cluster_id)
-        if group.height == 0:
-            continue
-        label = label_of(data.clusters, cluster_id)
-        terms = ", ".join(t for t, _ in top_terms(data.terms, cluster_id, 6))
-        hover = [
-            "<b>{}</b><br>cluster {}: {}<br>top terms: {}{}".format(
-                html.escape(name),
-                cluster_id,
-                html.escape(label),
-                html.escape(terms),
-                f"<br>known label: {html.escape(known)}" if known else "",
-            )
-            for name, known in zip(group["name"], group["known_label"], strict=True)
-        ]
-        fig.add_trace(
-            go.Scatter(
-                x=group["x"].to_list(),
-                y=group["y"].to_list(),
-                mode="markers",
-                name=html.escape(f"{cluster_id}: {label} ({group.height})"),
-                text=hover,
-                hoverinfo="text",
-                marker={
-                    "size": 9,
-                    "color": color_of(cluster_id, order),
-                    "opacity": [0.35 if o else 0.85 for o in group["is_outlier"]],
-                    "line": {"width": 0.5, "color": "white"},
-                },
-            )
+        group = clustered(data.members).filter(
+            (pl.col("cluster_id") == cluster_id) & ~pl.col("is_outlier")
         )
-    for row in label_anchors(data.members).iter_rows(named=True):
+        if group.height:
+            fig.add_trace(cluster_trace(data, cluster_id, group, color_of(cluster_id, order)))
+    if clustered(data.members)["is_outlier"].any():
+        fig.add_trace(low_confidence_trace(data, order))
+    if data.members["provisional"].any():
+        fig.add_trace(provisional_trace(data, order))
+    for i, row in enumerate(label_anchors(clustered(data.members)).iter_rows(named=True)):
         label = html.escape(label_of(data.clusters, row["cluster_id"]))
         fig.add_annotation(
             x=row["x"],
             y=row["y"],
             text=f"<b>{label}</b>",
-            showarrow=False,
-            yanchor="bottom",
-            yshift=6,
+            showarrow=True,
+            arrowhead=0,
+            arrowwidth=1.2,
+            arrowcolor="#59636e",
+            ax=0,
+            ay=-LABEL_RISE_PX[i % len(LABEL_RISE_PX)],
             font={"size": 13, "color": "#1b1b1b"},
-            bgcolor="rgba(255,255,255,0.8)",
+            bgcolor="rgba(255,255,255,0.85)",
             bordercolor=color_of(row["cluster_id"], order),
             borderwidth=1.5,
             borderpad=3,
@@ -186,6 +247,7 @@ def map_figure(data: ReportData):
         xaxis={"visible": False},
         yaxis={"visible": False},
         hoverlabel={"align": "left"},
+        dragmode="pan",
     )
     return fig
 
@@ -287,15 +349,21 @@ def _template():
 
 def content_security_policy(scripts: list[str]) -> str:
     """Only our own inline scripts (by hash) may run: an injected <script> or onerror= cannot,
-    and nothing is fetched from the network."""
+    and nothing is fetched from the network. 'unsafe-eval' lets plotly's WebGL layer (regl)
+    compile its drawing code; only those hashed scripts can reach eval."""
     hashes = " ".join(
         f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
         for s in scripts
     )
     return (
-        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        f"default-src 'none'; script-src {hashes} 'unsafe-eval'; style-src 'unsafe-inline'; "
         "img-src data: blob:; base-uri 'none'; form-action 'none'"
     )
+
+
+@cache
+def _map_script() -> str:
+    return resources.files("pipeline").joinpath("report_map.js").read_text(encoding="utf-8")
 
 
 @cache
@@ -339,6 +407,7 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
                 "label": row["label"],
                 "size": row["size"],
                 "n_outliers": row["n_outliers"],
+                "n_provisional": int(members["provisional"].sum()),
                 "color": color_of(cluster_id, order),
                 "terms": [
                     {"term": t, "weight": w, "pct": round(100 * w / heaviest, 1)} for t, w in terms
@@ -364,14 +433,14 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
     return views
 
 
-def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
-    """The whole report page as one self-contained HTML string."""
+def render_html(
+    data: ReportData, generated_at: datetime | None = None, figure: dict | None = None
+) -> str:
+    """The whole report page as one self-contained HTML string; `figure` is the map as plotly
+    JSON (default: `map_figure`; bench/map.py passes its SVG twin as the baseline)."""
     changes = data.changes()
-    figure = json.loads(map_figure(data).to_json())
-    init_js = Markup(
-        f"(function () {{ var f = {script_json(figure)}; Plotly.newPlot('map', f.data, f.layout, "
-        "{displaylogo: false, responsive: true}); })();"
-    )
+    figure = figure or json.loads(map_figure(data).to_json())
+    init_js = Markup(_map_script().replace("FIGURE", str(script_json(figure)), 1))
     plotly_js = _plotly_js()
     run = data.run
     timings = run.get("timings") or {}
@@ -386,8 +455,9 @@ def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
         clusters=cluster_views(data, changes),
         changes=changes,
         n_products=data.n_products,
-        n_members=data.members.height,
-        n_outliers=int(data.members["is_outlier"].sum()) if data.members.height else 0,
+        n_members=clustered(data.members).height,
+        n_outliers=int(clustered(data.members)["is_outlier"].sum()),
+        n_provisional=int(data.members["provisional"].sum()),
         plotly_js=plotly_js,
         init_js=init_js,
         csp=content_security_policy([plotly_js, init_js]),

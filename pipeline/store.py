@@ -111,6 +111,15 @@ MIGRATIONS: list[list[str]] = [
             platform VARCHAR, post_id VARCHAR, mentioned VARCHAR NOT NULL,
             PRIMARY KEY (platform, post_id, mentioned))""",
     ],
+    # provisional clusters (`tribes assign`): each run's cluster centres in profile space, and
+    # rows for accounts that joined after the run, marked provisional until the next refresh
+    [
+        """CREATE TABLE cluster_centroids (
+            run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL, centroid FLOAT[] NOT NULL,
+            similarities DOUBLE[] NOT NULL, PRIMARY KEY (run_id, cluster_id))""",
+        "ALTER TABLE user_clusters ADD COLUMN provisional BOOLEAN DEFAULT false",
+        "ALTER TABLE recommendations ADD COLUMN provisional BOOLEAN DEFAULT false",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -745,14 +754,15 @@ def complete_run(
     terms: pl.DataFrame,
     timings: dict[str, float],
     n_posts: int,
+    centroids: pl.DataFrame | None = None,
 ) -> None:
-    """Write a run's results and mark it completed, all in one transaction."""
+    """Write a run's results (and its cluster centres, for `tribes assign`) and mark it
+    completed, all in one transaction."""
+    tables = [("user_clusters", user_clusters), ("clusters", clusters), ("cluster_terms", terms)]
+    if centroids is not None:
+        tables.append(("cluster_centroids", centroids))
     with transaction(con):
-        for table, rows in (
-            ("user_clusters", user_clusters),
-            ("clusters", clusters),
-            ("cluster_terms", terms),
-        ):
+        for table, rows in tables:
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             con.register("rows", rows)
             con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS run_id, * FROM rows", [run_id])
@@ -776,7 +786,9 @@ def cluster_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         """SELECT c.cluster_id, c.size, c.n_outliers, c.label,
             (SELECT string_agg(t.term, ', ' ORDER BY t.rank) FROM cluster_terms t
              WHERE t.run_id = c.run_id AND t.cluster_id = c.cluster_id) AS top_terms,
-            c.example_users, c.representative_posts
+            c.example_users, c.representative_posts,
+            (SELECT count(*) FROM user_clusters u WHERE u.run_id = c.run_id
+             AND u.cluster_id = c.cluster_id AND u.provisional) AS n_provisional
         FROM clusters c WHERE c.run_id = ? ORDER BY c.size DESC, c.cluster_id""",
         [run_id],
     )
@@ -788,7 +800,9 @@ def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
         con,
         """SELECT run_id, status, started_at, finished_at,
             date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds,
-            n_posts, n_users, n_clusters, error
+            n_posts, n_users, n_clusters, error,
+            (SELECT count(*) FROM user_clusters u
+             WHERE u.run_id = runs.run_id AND u.provisional) AS n_provisional
         FROM runs ORDER BY started_at DESC LIMIT ?""",
         [limit],
     )
@@ -1004,11 +1018,54 @@ def run_members(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         con,
         """SELECT uc.platform, uc.user_id, coalesce(u.display_name, uc.user_id) AS name,
             u.label AS known_label, uc.cluster_id, uc.probability, uc.is_outlier, uc.x, uc.y,
-            uc.n_posts
+            uc.n_posts, uc.provisional
         FROM user_clusters uc LEFT JOIN users u USING (platform, user_id)
         WHERE uc.run_id = ? ORDER BY uc.cluster_id, uc.probability DESC, uc.user_id""",
         [run_id],
     )
+
+
+def run_centroids(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """A run's cluster centres in profile space (cluster_id, centroid, similarities)."""
+    return frame(
+        con,
+        "SELECT cluster_id, centroid, similarities FROM cluster_centroids WHERE run_id = ? "
+        "ORDER BY cluster_id",
+        [run_id],
+    )
+
+
+def posts_of_new_accounts(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """The posts (as `read_posts`) of accounts the run did not cluster: those that joined since,
+    and those it left out for having too few posts."""
+    return frame(
+        con,
+        """SELECT p.platform, p.post_id, p.user_id, p.created_at, p.text FROM posts p
+        ANTI JOIN (SELECT platform, user_id FROM user_clusters
+                   WHERE run_id = ? AND NOT provisional) m USING (platform, user_id)
+        ORDER BY p.platform, p.post_id""",
+        [run_id],
+    )
+
+
+def write_provisional(
+    con: duckdb.DuckDBPyConnection, run_id: str, members: pl.DataFrame, recs: pl.DataFrame
+) -> None:
+    """Replace a run's provisional members (as user_clusters rows) and their recommendations
+    (scope 'user'), in one transaction; the run's own rows stay as they are."""
+    with transaction(con):
+        for table in ("user_clusters", "recommendations"):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ? AND provisional", [run_id])
+        for table, rows in (
+            ("user_clusters", members),
+            ("recommendations", recs.select(RECOMMENDATION_COLUMNS)),
+        ):
+            con.register("rows", rows)
+            con.execute(
+                f"INSERT INTO {table} BY NAME SELECT ? AS run_id, true AS provisional, * FROM rows",
+                [run_id],
+            )
+            con.unregister("rows")
 
 
 def run_clusters(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:

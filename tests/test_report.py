@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import escape as html_escape
 from html import unescape
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import polars as pl
@@ -79,8 +82,9 @@ def reported(
         yield Reported(settings, run_id, settings.reports_dir / run_id / "report.html")
 
 
-def chromium(page: Path, tmp: Path, *args: str) -> str:
-    """Run headless Chromium on a file with the network parts off; returns stdout."""
+def chromium(page: Path, tmp: Path, *args: str, fragment: str = "") -> str:
+    """Run headless Chromium on a file (plus a `#fragment`) with the network parts off and
+    software WebGL on; returns stdout."""
     done = subprocess.run(
         [
             CHROMIUM or "chromium",
@@ -92,10 +96,11 @@ def chromium(page: Path, tmp: Path, *args: str) -> str:
             "--disable-component-update",
             "--disable-sync",
             "--disable-extensions",
+            "--enable-unsafe-swiftshader",
             f"--user-data-dir={tmp / 'profile'}",
             "--virtual-time-budget=10000",
             *args,
-            page.resolve().as_uri(),
+            page.resolve().as_uri() + fragment,
         ],
         capture_output=True,
         text=True,
@@ -154,7 +159,47 @@ def test_chromium_renders_every_section_and_the_map_and_runs_no_injected_script(
         assert re.search(rf'<section class="card cluster" id="cluster-{cluster_id}"', dom)
     map_div = dom[dom.index('id="map"') :]
     assert 'class="main-svg"' in map_div[:20_000]  # plotly.js ran offline and drew the map
-    assert map_div.count('class="point"') >= 100  # one marker per user
+    assert "gl-canvas-context" in map_div and 'class="no-webgl"' not in map_div  # WebGL points
+
+
+@needs_chromium
+def test_chromium_map_has_one_legend_with_low_confidence_explained(reported, tmp_path):
+    dom = chromium(reported.page, tmp_path, "--dump-dom")
+    with store.open(reported.settings) as con:
+        data = load_report_data(con, reported.run_id)
+    assert data.members["is_outlier"].any()  # the sample has low-confidence users to explain
+    map_div = dom[dom.index('id="map"') :]
+    assert re.search(r'<div[^>]*id="map"[^>]*data-drawn="\d+"', dom)  # drawn before load ended
+    legend = [unescape(t) for t in re.findall(r'class="legendtext"[^>]*>([^<]*)<', map_div)]
+    sizes = data.members.group_by("cluster_id").agg(
+        pl.len().alias("size"), (~pl.col("is_outlier")).sum().alias("confident")
+    )
+    shown = {
+        f"{c}: {report_step.label_of(data.clusters, c)} ({size})"
+        for c, size, confident in sizes.iter_rows()
+        if confident
+    }
+    assert set(legend) == shown | {report_step.LOW_CONFIDENCE}
+    assert len(legend) == len(shown) + 1  # one legend: each cluster once, low confidence once
+    assert map_div.count('class="legend"') == 1
+    assert map_div.count('class="annotation"') == len(shown)  # one label per cluster
+
+
+@needs_chromium
+def test_chromium_map_search_finds_an_account_and_shows_hostile_names_as_text(reported, tmp_path):
+    dom = chromium(
+        reported.page,
+        tmp_path,
+        "--dump-dom",
+        fragment="#search=" + quote("</script><script>document.title='pwned-by-NAME"),
+    )
+    assert 'data-matches="1"' in dom
+    found = re.search(r'<output id="map-found"[^>]*>(.*?)</output>', dom, re.S)
+    assert found and unescape(found.group(1)) == f"1 account matches: {HOSTILE_NAME}"
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title and "pwned" not in title.group(1)  # the name was shown, never run
+    none = chromium(reported.page, tmp_path, "--dump-dom", fragment="#search=zzqx")
+    assert 'data-matches="0"' in none and "no account matches" in none
 
 
 @needs_chromium
@@ -256,3 +301,38 @@ def test_a_lone_member_far_up_does_not_carry_the_label_away():
     anchors = dict(report_step.label_anchors(members).select("cluster_id", "y").iter_rows())
     assert 1 <= anchors[0] < 10  # above most members, far below the one at 40
     assert anchors[1] == pytest.approx(5.85)  # outliers do not count
+
+
+def test_map_draws_webgl_points_each_user_once_with_hostile_names_escaped():
+    members = pl.DataFrame(
+        {
+            "platform": "t",
+            "user_id": ["a", "b", "c", "d", "e"],
+            "name": ["Ann", HOSTILE_NAME, "Cy", "Di", "Ed"],
+            "known_label": [None, "<b>x</b>", None, None, None],
+            "cluster_id": [0, 0, 0, 1, 1],
+            "is_outlier": [False, False, True, False, True],
+            "provisional": [False, False, False, False, True],
+            "probability": [0.9, 0.8, 0.1, 0.9, 0.02],
+            "x": [0.0, 1, 2, 10, 11],
+            "y": [0.0, 1, 0, 5, 6],
+        }
+    )
+    clusters = pl.DataFrame({"cluster_id": [0, 1], "label": ["<i>one</i>", "two"]})
+    terms = pl.DataFrame({"cluster_id": [0], "term": ["<script>"], "weight": [1.0], "rank": [1]})
+    data = report_step.ReportData({}, members, clusters, terms, pl.DataFrame())
+    traces = report_step.map_figure(data).to_plotly_json()["data"]
+    assert {t["type"] for t in traces} == {"scattergl"}
+    names = {t["name"]: [c[0] for c in t["customdata"]] for t in traces}
+    assert names == {
+        "0: &lt;i&gt;one&lt;/i&gt; (3)": ["Ann", html_escape(HOSTILE_NAME)],
+        "1: two (1)": ["Di"],
+        report_step.LOW_CONFIDENCE: ["Cy"],
+        report_step.PROVISIONAL: ["Ed"],
+    }
+    text = json.dumps(traces)
+    assert "<script>" not in text and "<i>" not in text and "<b>x" not in text
+    low, provisional = traces[-2:]
+    assert low["marker"]["color"] == [report_step.PALETTE[0]]
+    assert provisional["marker"]["color"] == [report_step.PALETTE[1]]
+    assert provisional["marker"]["symbol"] == "diamond-open"
