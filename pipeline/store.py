@@ -732,7 +732,13 @@ def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> s
     return run_id
 
 
-RUN_RESULT_TABLES = ("user_clusters", "clusters", "cluster_terms", "recommendations")
+RUN_RESULT_TABLES = (
+    "user_clusters",
+    "clusters",
+    "cluster_terms",
+    "recommendations",
+    "cluster_centroids",
+)
 
 
 def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
