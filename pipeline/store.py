@@ -96,6 +96,33 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 5: a post's language, as its platform gives it (Mastodon's `language`)
     ["ALTER TABLE posts ADD COLUMN lang VARCHAR"],
+    # behaviour per cluster and run (issue 16, pipeline/behaviour.py; BEHAVIOUR_TABLES)
+    [
+        """CREATE TABLE cluster_activity (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            weekday TINYINT NOT NULL, hour TINYINT NOT NULL, posts INTEGER NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, weekday, hour))""",
+        """CREATE TABLE cluster_engagement (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            kind VARCHAR NOT NULL, posts INTEGER NOT NULL, median_likes DOUBLE,
+            median_reposts DOUBLE, median_replies DOUBLE,
+            PRIMARY KEY (run_id, cluster_id, kind))""",
+        """CREATE TABLE cluster_weekly (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            week DATE NOT NULL, posts INTEGER NOT NULL, active_users INTEGER NOT NULL,
+            posts_per_user DOUBLE NOT NULL, PRIMARY KEY (run_id, cluster_id, week))""",
+        """CREATE TABLE cluster_topics (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            month DATE NOT NULL, term VARCHAR NOT NULL, posts INTEGER NOT NULL,
+            share DOUBLE NOT NULL, PRIMARY KEY (run_id, cluster_id, term, month))""",
+        """CREATE TABLE cluster_interactions (run_id VARCHAR NOT NULL,
+            from_cluster INTEGER NOT NULL, to_cluster INTEGER NOT NULL, replies INTEGER NOT NULL,
+            mentions INTEGER NOT NULL, reposts INTEGER NOT NULL,
+            PRIMARY KEY (run_id, from_cluster, to_cluster))""",
+        """CREATE TABLE cluster_accounts (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            role VARCHAR NOT NULL, rank INTEGER NOT NULL, platform VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL, score DOUBLE NOT NULL, interactions INTEGER NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, role, rank))""",
+        """CREATE TABLE cluster_term_use (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            term VARCHAR NOT NULL, uses INTEGER NOT NULL, users_share DOUBLE NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, term))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -643,6 +670,8 @@ def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
     with transaction(con):
         for table in ("user_clusters", "clusters", "cluster_terms", "recommendations"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        for table in BEHAVIOUR_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute(
             "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
             [now(), error[:2000], run_id],
@@ -657,13 +686,16 @@ def complete_run(
     terms: pl.DataFrame,
     timings: dict[str, float],
     n_posts: int,
+    behaviour: dict[str, pl.DataFrame] | None = None,
 ) -> None:
-    """Write a run's results and mark it completed, all in one transaction."""
+    """Write a run's results (and its BEHAVIOUR_TABLES) and mark it completed, all in one
+    transaction."""
     with transaction(con):
         for table, rows in (
             ("user_clusters", user_clusters),
             ("clusters", clusters),
             ("cluster_terms", terms),
+            *(behaviour or {}).items(),
         ):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             con.register("rows", rows)
@@ -705,6 +737,27 @@ def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
         [limit],
     )
     return shown_abandoned(con, "runs", table)
+
+
+# ---------------------------------------------------------------- behaviour per cluster (issue 16)
+
+BEHAVIOUR_TABLES = (  # pipeline/behaviour.describe_behaviour's tables, written at publish
+    "cluster_activity",
+    "cluster_engagement",
+    "cluster_weekly",
+    "cluster_topics",
+    "cluster_interactions",
+    "cluster_accounts",
+    "cluster_term_use",
+)
+
+
+def read_behaviour(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pl.DataFrame]:
+    """A run's behaviour tables, by name, without the run_id column."""
+    return {
+        table: frame(con, f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?", [run_id])
+        for table in BEHAVIOUR_TABLES
+    }
 
 
 # ---------------------------------------------------------------- runs and crawls left running
