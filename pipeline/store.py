@@ -96,6 +96,21 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 5: a post's language, as its platform gives it (Mastodon's `language`)
     ["ALTER TABLE posts ADD COLUMN lang VARCHAR"],
+    # engagement and interaction (issue 16): counts as last seen, kinds, replies, reposts, mentions
+    [
+        "ALTER TABLE posts ADD COLUMN likes INTEGER",
+        "ALTER TABLE posts ADD COLUMN reposts INTEGER",
+        "ALTER TABLE posts ADD COLUMN replies INTEGER",
+        "ALTER TABLE posts ADD COLUMN counts_seen_at TIMESTAMP",
+        "ALTER TABLE posts ADD COLUMN reply_to VARCHAR",
+        "ALTER TABLE posts ADD COLUMN repost_of VARCHAR",
+        "UPDATE posts SET kind = CASE WHEN kind = 'boost' THEN 'repost' WHEN kind = 'reply' "
+        "THEN 'reply' ELSE 'original' END WHERE kind IS DISTINCT FROM 'reply'",
+        "ALTER TABLE posts ALTER COLUMN kind SET DEFAULT 'original'",
+        """CREATE TABLE post_mentions (
+            platform VARCHAR, post_id VARCHAR, mentioned VARCHAR NOT NULL,
+            PRIMARY KEY (platform, post_id, mentioned))""",
+    ],
     # behaviour per cluster and run (issue 16, pipeline/behaviour.py; BEHAVIOUR_TABLES)
     [
         """CREATE TABLE cluster_activity (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
@@ -138,8 +153,8 @@ class Column:
 
     Roles: `key` identifies the row; `author` is written once (a row giving another is
     refused); a different `compared` value updates the row (counted as updated); a non-empty
-    `merged` value replaces the stored one; `inserted` / `updated` are the times the store
-    inserted / last wrote the row.
+    `merged` value replaces the stored one (posts: without counting as updated); `inserted` /
+    `updated` are the times the store inserted / last changed the row.
     """
 
     sql_type: str
@@ -191,12 +206,21 @@ POSTS = Table(
         "created_at": Column("TIMESTAMP", pl.Datetime("us"), "compared"),
         "text": Column("VARCHAR", pl.Utf8, "compared", required=True),
         "url": Column("VARCHAR", pl.Utf8, "compared"),
-        "kind": Column("VARCHAR", pl.Utf8, "compared", default="post"),  # post, boost, reply
+        "kind": Column("VARCHAR", pl.Utf8, "compared", default="original"),  # one of KINDS
         "inserted_at": Column("TIMESTAMP", pl.Datetime("us"), "inserted", required=True),
         "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
         "lang": Column("VARCHAR", pl.Utf8, "compared"),  # the language the platform gives
+        # engagement as last seen: a new reading replaces the stored one, the post is not updated
+        "likes": Column("INTEGER", pl.Int32, "merged"),
+        "reposts": Column("INTEGER", pl.Int32, "merged"),
+        "replies": Column("INTEGER", pl.Int32, "merged"),
+        "counts_seen_at": Column("TIMESTAMP", pl.Datetime("us"), "merged"),  # crawl/import time
+        "reply_to": Column("VARCHAR", pl.Utf8, "merged"),  # user_id replied to, same platform
+        "repost_of": Column("VARCHAR", pl.Utf8, "merged"),  # user_id of the reposted account
     },
 )
+KINDS = ("original", "reply", "repost", "quote", "link", "photo", "video")  # posts.kind values
+MENTIONS = {"platform": pl.Utf8, "post_id": pl.Utf8, "user_id": pl.Utf8, "mentioned": pl.Utf8}
 USERS = Table(
     "users",
     {
@@ -472,19 +496,27 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
 
 
 def upsert_posts(
-    con: duckdb.DuckDBPyConnection, posts: pl.DataFrame, users: pl.DataFrame | None = None
+    con: duckdb.DuckDBPyConnection,
+    posts: pl.DataFrame,
+    users: pl.DataFrame | None = None,
+    mentions: pl.DataFrame | None = None,
 ) -> UpsertCounts:
-    """Insert new posts and update changed ones (a `compared` column of POSTS differs), keyed
-    by (platform, post_id), and upsert `users` with them: all in one transaction.
+    """Insert new posts and update changed ones (a `compared` column of POSTS differs; a
+    non-empty `merged` one, such as a count, replaces the stored value without making the post
+    updated), keyed by (platform, post_id), and upsert `users` with them: all in one transaction.
 
     A post never changes its author: a row whose id is stored under another user, or whose id an
     earlier row of `posts` gave to another user, is refused (and returned, not written). Of the
-    rows left, the last one of each id wins.
+    rows left, the last one of each id wins. `mentions` (MENTIONS: platform, post_id, user_id,
+    mentioned), when given, replace the stored mentions of every accepted post.
     """
     key = ", ".join(POSTS.named("key"))
     changed = " OR ".join(f"p.{c} IS DISTINCT FROM i.{c}" for c in POSTS.named("compared"))
-    stamps = POSTS.named("inserted", "updated")
-    rewritten = ", ".join(f"{c} = excluded.{c}" for c in POSTS.named("compared", "updated"))
+    merged = ", ".join(f"coalesce(i.{c}, p.{c}) AS {c}" for c in POSTS.named("merged"))
+    renewed = " OR ".join(f"i.{c} IS NOT NULL" for c in POSTS.named("merged"))
+    rewritten = ", ".join(
+        f"{c} = excluded.{c}" for c in POSTS.named("compared", "merged", "updated")
+    )
     stamp = now()
     with transaction(con):
         if users is not None:
@@ -515,16 +547,38 @@ def upsert_posts(
         ).fetchall()[0]
         con.execute(
             f"""INSERT INTO posts BY NAME
-            SELECT i.*, {", ".join(f"? AS {c}" for c in stamps)}
+            SELECT i.* EXCLUDE ({", ".join(POSTS.named("merged"))}), {merged},
+                ? AS inserted_at,
+                CASE WHEN p.post_id IS NULL OR {changed} THEN ? ELSE p.updated_at END
+                    AS updated_at
             FROM accepted i LEFT JOIN posts p USING ({key})
-            WHERE p.post_id IS NULL OR {changed}
+            WHERE p.post_id IS NULL OR {changed} OR {renewed}
             ON CONFLICT ({key}) DO UPDATE SET {rewritten}""",
-            [stamp] * len(stamps),
+            [stamp, stamp],
         )
+        if mentions is not None:
+            replace_mentions(con, mentions)
         con.execute("DROP TABLE incoming")
         con.execute("DROP TABLE accepted")
     inserted, updated, total = status
     return UpsertCounts(inserted, updated, total - inserted - updated, refused)
+
+
+def replace_mentions(con: duckdb.DuckDBPyConnection, mentions: pl.DataFrame) -> None:
+    """Make `mentions` the stored mentions of the posts in the temp table `accepted` (inside
+    upsert_posts' transaction); rows of another author or of a refused post are not written."""
+    con.execute(
+        "DELETE FROM post_mentions WHERE (platform, post_id) IN "
+        "(SELECT (platform, post_id) FROM accepted)"
+    )
+    con.register("incoming_mentions", mentions.select(pl.col(MENTIONS).cast(pl.Utf8)))
+    con.execute(
+        """INSERT INTO post_mentions BY NAME
+        SELECT DISTINCT m.platform, m.post_id, m.mentioned
+        FROM incoming_mentions m JOIN accepted a USING (platform, post_id, user_id)
+        WHERE m.mentioned IS NOT NULL AND m.mentioned <> ''"""
+    )
+    con.unregister("incoming_mentions")
 
 
 def upsert_users(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> int:
@@ -565,6 +619,25 @@ def read_posts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
+def read_post_activity(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every post's time, kind, language, engagement counts and the accounts it answers."""
+    return frame(
+        con,
+        """SELECT platform, post_id, user_id, created_at, kind, lang, likes, reposts, replies,
+            reply_to, repost_of FROM posts ORDER BY platform, post_id""",
+    )
+
+
+def read_mentions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Who mentions whom: each post's author and the accounts it mentions (same platform)."""
+    return frame(
+        con,
+        """SELECT m.platform, m.post_id, p.user_id, m.mentioned
+        FROM post_mentions m JOIN posts p USING (platform, post_id)
+        ORDER BY m.platform, m.post_id, m.mentioned""",
+    )
+
+
 def read_users(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return frame(con, "SELECT platform, user_id, display_name, label FROM users")
 
@@ -575,6 +648,18 @@ def data_version(con: duckdb.DuckDBPyConnection) -> str:
         "SELECT count(*), coalesce(bit_xor(hash(platform, post_id, user_id, text)), 0) FROM posts"
     ).fetchall()[0]
     return f"{count}-{int(digest):016x}"
+
+
+def activity_version(con: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of what the activity stats read (times, kinds, languages, counts, replies,
+    reposts, mentions): changes with them, while `data_version` (texts) does not."""
+    count, posts, mentions = con.execute(
+        """SELECT (SELECT count(*) FROM posts),
+            (SELECT coalesce(bit_xor(hash(platform, post_id, user_id, created_at, kind, lang,
+                likes, reposts, replies, reply_to, repost_of)), 0) FROM posts),
+            (SELECT coalesce(bit_xor(hash(platform, post_id, mentioned)), 0) FROM post_mentions)"""
+    ).fetchall()[0]
+    return f"{count}-{int(posts):016x}-{int(mentions):016x}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ def posts(ids, texts, user="u1"):
             "created_at": [datetime(2024, 1, 1)] * len(ids),
             "text": texts,
             "url": None,
-            "kind": "post",
+            "kind": "original",
         },
         schema_overrides={"url": pl.Utf8},
     )
@@ -69,7 +69,7 @@ def test_conform_orders_types_and_fills_the_declared_columns():
     conformed = store.POSTS.conform(rows.with_columns(kind=pl.lit(None, pl.Utf8)))
     assert conformed.schema == pl.Schema(store.POSTS.given)  # declared names, order and types
     row = conformed.row(0, named=True)
-    assert (row["post_id"], row["text"], row["created_at"], row["kind"]) == ("1", "t", None, "post")
+    assert (row["post_id"], row["text"], row["created_at"], row["kind"]) == ("1", "t", None, "original")
     with pytest.raises(pl.exceptions.ColumnNotFoundError):  # a required column is never made up
         store.POSTS.conform(rows.drop("text"))
 
