@@ -1,4 +1,4 @@
-"""The refresh flow: clean → embed → profile → reduce → cluster → label → publish.
+"""The refresh flow: clean → embed → profile → reduce → cluster → label → behaviour → publish.
 
 Tasks hand each other small values (the database path, the data version, file paths in the
 state folder), never big arrays. Each stage is declared once (`Stage`, flows/cache.py): its
@@ -11,6 +11,7 @@ refresh of a database runs at a time: a second one waits for the first, then reu
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from flows.cache import Stage
 from flows.files import write_atomically
 from flows.insight import insight
 from flows.vectors import embed_missing
+from pipeline import behaviour as behaviour_step
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -87,6 +89,13 @@ LABEL = Stage(
     "parquet",
     companion=".terms.parquet",
 )
+BEHAVIOUR = Stage(  # keyed by the run's memberships and terms and the activity data version
+    "behaviour",
+    ("clean_path", "cluster_path", "label_path", "activity_version"),
+    ("timezone",),
+    "parquet",
+)
+TOP_ACCOUNTS = 10  # central and bridging accounts kept per cluster
 
 
 @contextmanager
@@ -233,6 +242,54 @@ def label(
     return out
 
 
+@stage_task(BEHAVIOUR, retries=1)
+def behaviour(
+    settings: Settings,
+    out: str,
+    clean_path: str,
+    cluster_path: str,
+    label_path: str,
+    activity_version: str,
+) -> str:
+    """Per cluster: activity by weekday and hour, engagement by kind, weekly posts, topics over
+    time, interactions, central and bridging accounts, term use (store.BEHAVIOUR_TABLES)."""
+    if not BEHAVIOUR.done(out):
+        with open_db(settings) as con:
+            activity, mentions = store.read_post_activity(con), store.read_mentions(con)
+        tables = behaviour_step.describe_behaviour(
+            activity,
+            mentions,
+            behaviour_step.dated_texts(pl.read_parquet(clean_path), activity),
+            pl.read_parquet(cluster_path),
+            pl.read_parquet(LABEL.companion_of(label_path)),
+            settings.timezone,
+            TOP_ACCOUNTS,
+        )
+        packed = pl.DataFrame({"table": list(tables), "ipc": [ipc(t) for t in tables.values()]})
+        write_atomically(Path(out), packed.write_parquet)
+    return out
+
+
+def ipc(table: pl.DataFrame) -> bytes:
+    """A frame as Arrow IPC bytes (one cell of the behaviour artifact)."""
+    buffer = io.BytesIO()
+    table.write_ipc(buffer)
+    return buffer.getvalue()
+
+
+def behaviour_tables(path: str) -> dict[str, pl.DataFrame]:
+    """The behaviour stage's tables, by name."""
+    packed = pl.read_parquet(path)
+    return {
+        row["table"]: pl.read_ipc(io.BytesIO(row["ipc"])) for row in packed.iter_rows(named=True)
+    }
+
+
+def current_activity_version(settings: Settings) -> str:
+    with open_db(settings) as con:
+        return store.activity_version(con)
+
+
 @task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
 def publish(
     settings: Settings,
@@ -240,6 +297,7 @@ def publish(
     clean_path: str,
     cluster_path: str,
     label_path: str,
+    behaviour_path: str,
     timings: dict[str, float],
 ) -> None:
     """Write the run's results and mark it completed, atomically."""
@@ -247,8 +305,9 @@ def publish(
     clusters = pl.read_parquet(label_path)
     terms = pl.read_parquet(LABEL.companion_of(label_path))
     n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
+    tables = behaviour_tables(behaviour_path)
     with open_db(settings) as con:
-        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts)
+        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts, tables)
 
 
 def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:
@@ -364,7 +423,16 @@ def refresh_now(settings: Settings, full: bool) -> str:
             model_id=model.model_id,
             cluster_path=cluster_path,
         )
-        publish(settings, run_id, clean_path, cluster_path, label_path, timings)
+        behaviour_path = run_stage(
+            timings,
+            behaviour,
+            settings=settings,
+            clean_path=clean_path,
+            cluster_path=cluster_path,
+            label_path=label_path,
+            activity_version=current_activity_version(settings),
+        )
+        publish(settings, run_id, clean_path, cluster_path, label_path, behaviour_path, timings)
     except BaseException as exc:
         mark_failed(settings, run_id, exc)
         raise

@@ -231,6 +231,16 @@ class TermCounts:
     vocabulary: np.ndarray
 
 
+def dated_texts(cleaned: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
+    """The cleaned posts (platform, post_id, user_id, text_clean) with their stored
+    `created_at` (a changed time changes the activity version, not the cleaned posts)."""
+    return cleaned.select("platform", "post_id", "user_id", "text_clean").join(
+        activity.select("platform", "post_id", "created_at"),
+        on=["platform", "post_id"],
+        how="left",
+    )
+
+
 def count_terms(texts: list[str]) -> TermCounts:
     """The label step's terms of each text, counted."""
     vectorizer = CountVectorizer(analyzer=terms_of)
@@ -399,7 +409,8 @@ def describe_behaviour(
     timezone: str,
     top_accounts: int,
 ) -> dict[str, pl.DataFrame]:
-    """Every per-cluster behaviour table of a run, by table name (see store.BEHAVIOUR_TABLES)."""
+    """Every per-cluster behaviour table of a run, by table name (see store.BEHAVIOUR_TABLES);
+    `texts`: the cleaned posts with their time (`dated_texts`)."""
     posts = clustered_posts(activity, members)
     edges = interaction_edges(activity, mentions)
     counted = count_terms(texts["text_clean"].to_list())
