@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 
 import networkx as nx
 import polars as pl
 import pytest
+from test_report import chromium, needs_chromium
 
+from flows.refresh import refresh
 from pipeline import behaviour as bh
+from pipeline import store
+from pipeline.report import ReportData, render_html
+from pipeline.settings import Settings, load_settings
 
 MONDAY = datetime(2024, 1, 1, 9, 0)  # a Monday, 9:00 UTC
+USER = ["platform", "user_id"]
 
 
 def members_frame() -> pl.DataFrame:
@@ -259,3 +269,208 @@ def test_fact_sheet_of_a_cluster():
     assert sheet["bridges"]["user_id"].to_list() == ["a1"]
     assert sheet["rising"]["term"].to_list() == ["garden"]
     assert sheet["products"]["name"].to_list() == ["Seeds"]
+
+
+# ---------------------------------------------------------------- the refresh stores them
+
+
+@dataclass(frozen=True)
+class Behaving:
+    settings: Settings
+    run_id: str
+    hub: str  # the account every other one replies to
+
+
+def known_activity(posts: pl.DataFrame, hub: str, photo_likes: int) -> pl.DataFrame:
+    """Every post at 9:00 UTC on a Monday, each account's a week apart in their stored order (so
+    its profile chunks, packed oldest first, stay as embedded); even rows photos with
+    `photo_likes` likes, odd rows originals with 2; each account's first post replies to `hub`."""
+    nth = pl.int_range(pl.len()).over("user_id")
+    return (
+        posts.sort("user_id", "created_at", "post_id", nulls_last=True)
+        .with_row_index("i")
+        .select(
+            "platform",
+            "post_id",
+            "user_id",
+            "text",
+            created_at=pl.lit(MONDAY) + pl.duration(weeks=nth),
+            kind=pl.when(pl.col("i") % 2 == 0).then(pl.lit("photo")).otherwise(pl.lit("original")),
+            likes=pl.when(pl.col("i") % 2 == 0).then(photo_likes).otherwise(2).cast(pl.Int32),
+            reply_to=pl.when(nth == 0).then(pl.lit(hub)).otherwise(None),
+        )
+    )
+
+
+def set_activity(settings: Settings, hub: str | None, photo_likes: int) -> str:
+    """Give the stored posts known times, kinds, likes and replies to `hub` (default: the
+    account with most posts); returns the hub."""
+    with store.open(settings, "write") as con:
+        posts = store.frame(con, "SELECT platform, post_id, user_id, text, created_at FROM posts")
+        hub = hub or posts["user_id"].value_counts(sort=True)["user_id"][0]
+        store.upsert_posts(con, known_activity(posts, hub, photo_likes))
+    return hub
+
+
+@pytest.fixture(scope="module")
+def behaving(
+    prefect_harness: None, refreshed_template: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    folder = tmp_path_factory.mktemp("behaving")
+    shutil.copytree(refreshed_template, folder, dirs_exist_ok=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        settings = load_settings(db=folder / "tribes.duckdb")
+        hub = set_activity(settings, None, photo_likes=10)
+        yield Behaving(settings, refresh(db=str(settings.db)), hub)
+
+
+def stored(settings: Settings, run_id: str) -> dict[str, pl.DataFrame]:
+    with store.open(settings) as con:
+        return store.read_behaviour(con, run_id) | {"members": store.run_members(con, run_id)}
+
+
+@pytest.mark.slow
+def test_refresh_stores_each_clusters_activity_engagement_and_interactions(behaving):
+    tables = stored(behaving.settings, behaving.run_id)
+    members = tables["members"]
+    with store.open(behaving.settings) as con:
+        posts = store.read_post_activity(con)
+    clustered = posts.join(members.select("platform", "user_id", "cluster_id"), on=USER)
+    activity = tables["cluster_activity"]
+    assert set(activity.select("weekday", "hour").rows()) == {(1, 9)}  # Mondays at 9:00 only
+    per_cluster = clustered.group_by("cluster_id").len().sort("cluster_id").rows()
+    assert activity.select("cluster_id", "posts").sort("cluster_id").rows() == per_cluster
+    engagement = tables["cluster_engagement"]
+    assert set(engagement.select("kind", "median_likes").rows()) == {("photo", 10), ("original", 2)}
+    assert engagement["posts"].sum() == clustered.height
+    hub_cluster = members.filter(pl.col("user_id") == behaving.hub)["cluster_id"].item()
+    matrix = tables["cluster_interactions"]
+    assert matrix["to_cluster"].unique().to_list() == [hub_cluster]
+    assert matrix["replies"].sum() == members.height - 1  # every member but the hub, once
+    assert matrix["mentions"].sum() == matrix["reposts"].sum() == 0
+    central = tables["cluster_accounts"].filter(
+        (pl.col("role") == "central") & (pl.col("cluster_id") == hub_cluster)
+    )
+    assert central.row(0, named=True)["user_id"] == behaving.hub
+    every_other_account = posts["user_id"].n_unique() - 1
+    assert central.row(0, named=True)["interactions"] == every_other_account
+
+
+@pytest.mark.slow
+def test_a_changed_count_recomputes_behaviour_without_embedding_again(behaving, tmp_path):
+    folder = tmp_path / "again"
+    shutil.copytree(behaving.settings.db.parent, folder)
+    settings = load_settings(db=folder / "tribes.duckdb")
+
+    def artifacts(stage: str) -> int:
+        return len(list(settings.cache_dir.glob(f"{stage}-*.parquet")))
+
+    with store.open(settings) as con:
+        vectors = store.scalar(con, "SELECT count(*) FROM embeddings")
+    before = {stage: artifacts(stage) for stage in ("embed", "cluster", "behaviour")}
+    set_activity(settings, behaving.hub, photo_likes=40)
+    run_id = refresh(db=str(settings.db))
+    with store.open(settings) as con:
+        assert store.scalar(con, "SELECT count(*) FROM embeddings") == vectors
+    after = {stage: artifacts(stage) for stage in ("embed", "cluster", "behaviour")}
+    assert after == {**before, "behaviour": before["behaviour"] + 1}  # only behaviour reran
+    engagement = stored(settings, run_id)["cluster_engagement"]
+    assert set(engagement.select("kind", "median_likes").rows()) == {("photo", 40), ("original", 2)}
+
+
+# ---------------------------------------------------------------- the report section
+
+HOSTILE = "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"
+
+
+def report_data() -> ReportData:
+    """The small dataset's run as a report: b1's display name and cluster 1's label are hostile."""
+    texts = texts_frame()
+    members = members_frame().with_columns(
+        name=pl.when(pl.col("user_id") == "b1").then(pl.lit(HOSTILE)).otherwise("user_id"),
+        known_label=pl.lit(None, pl.Utf8),
+        probability=pl.lit(1.0),
+        is_outlier=pl.lit(False),
+        x=pl.col("cluster_id").cast(pl.Float64),
+        y=pl.lit(0.0),
+        n_posts=pl.lit(2),
+    )
+    return ReportData(
+        run={
+            "run_id": "r1",
+            "status": "completed",
+            "started_at": MONDAY,
+            "finished_at": MONDAY,
+            "data_version": "v",
+            "settings": {},
+            "timings": {},
+            "n_posts": 13,
+            "n_users": 5,
+            "n_clusters": 2,
+            "seconds": 1.0,
+        },
+        members=members,
+        clusters=pl.DataFrame(
+            {
+                "cluster_id": [0, 1],
+                "label": ["garden · party", f"soup {HOSTILE}"],
+                "size": [3, 2],
+                "n_outliers": [0, 0],
+                "example_users": [["a1"], ["b1"]],
+                "representative_posts": [["garden party"], ["tomato soup"]],
+            },
+            schema_overrides={"cluster_id": pl.Int32},
+        ),
+        terms=terms_frame(),
+        recommendations=pl.DataFrame(
+            {
+                "scope": ["cluster"],
+                "scope_id": ["0"],
+                "rank": [1],
+                "name": ["Seeds"],
+                "score": [0.9],
+                "reason": [""],
+                "product_id": ["s"],
+                "description": [""],
+                "category": [""],
+                "url": [None],
+            },
+            schema_overrides={"url": pl.Utf8},
+        ),
+        behaviour=bh.describe_behaviour(
+            activity_frame(), mentions_frame(), texts, members_frame(), terms_frame(), "UTC", 5
+        ),
+        min_kind_posts=2,
+    )
+
+
+def test_report_section_shows_each_clusters_facts_escaped():
+    page = render_html(report_data())
+    reach = page[page.index('id="reach-0"') : page.index('id="reach-1"')]
+    assert "<b>Mon 09:00</b> (5 posts, 83%)" in reach  # 5 of cluster 0's 6 dated posts
+    assert "Most engaging: <b>photo</b> (median 25 likes + reposts + replies over 3 posts)" in reach
+    assert "Too few posts to rank: video." in reach
+    assert ">garden</li>" in reach  # rising
+    assert ">Seeds</li>" in reach
+    assert "Compared with its nearest cluster" in reach
+    assert HOSTILE not in page
+    assert "&lt;img src=x onerror" in page
+    assert 'id="heat-0"' in page and 'id="kinds-0"' in page and 'id="interactions"' in page
+
+
+def test_report_without_behaviour_tables_has_no_section():
+    data = report_data()
+    page = render_html(ReportData(**{**data.__dict__, "behaviour": None}))
+    assert 'id="reach"' not in page
+
+
+@needs_chromium
+def test_chromium_draws_the_heatmaps_engagement_and_interaction_charts(tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report_data()), encoding="utf-8")
+    dom = chromium(page, tmp_path, "--dump-dom")
+    for chart in ("heat-0", "heat-1", "kinds-0", "kinds-1", "interactions"):
+        drawn = dom[dom.index(f'id="{chart}"') :][:5000]
+        assert 'class="main-svg"' in drawn, chart  # plotly.js drew it, offline
+    assert not re.search(r"<body[^>]*data-pwned", dom)
