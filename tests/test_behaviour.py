@@ -12,7 +12,9 @@ import networkx as nx
 import polars as pl
 import pytest
 from test_report import chromium, needs_chromium
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.refresh import refresh
 from pipeline import behaviour as bh
 from pipeline import store
@@ -21,6 +23,7 @@ from pipeline.settings import Settings, load_settings
 
 MONDAY = datetime(2024, 1, 1, 9, 0)  # a Monday, 9:00 UTC
 USER = ["platform", "user_id"]
+runner = CliRunner()
 
 
 def members_frame() -> pl.DataFrame:
@@ -474,3 +477,104 @@ def test_chromium_draws_the_heatmaps_engagement_and_interaction_charts(tmp_path)
         drawn = dom[dom.index(f'id="{chart}"') :][:5000]
         assert 'class="main-svg"' in drawn, chart  # plotly.js drew it, offline
     assert not re.search(r"<body[^>]*data-pwned", dom)
+
+
+# ---------------------------------------------------------------- tribes cluster / compare
+
+
+@pytest.fixture
+def small_run(make_settings) -> Settings:
+    """A real database holding the small dataset's run, its behaviour tables and a product."""
+    settings = make_settings()
+    data = report_data()
+    with store.open(settings, "write") as con:
+        run_id = store.start_run(con, settings.analysis_fingerprint(), "v")
+        store.complete_run(
+            con,
+            run_id,
+            data.members.select(
+                "platform",
+                "user_id",
+                "cluster_id",
+                "probability",
+                "is_outlier",
+                "x",
+                "y",
+                "n_posts",
+            ),
+            data.clusters,
+            data.terms,
+            {},
+            13,
+            data.behaviour,
+        )
+        store.write_recommendations(
+            con,
+            run_id,
+            pl.DataFrame(
+                {
+                    "scope": "cluster",
+                    "scope_id": "0",
+                    "product_id": "Seeds",
+                    "score": 0.9,
+                    "rank": 1,
+                    "reason": "",
+                }
+            ),
+        )
+    return settings
+
+
+def cli(settings: Settings, *args: str):
+    done = runner.invoke(
+        app,
+        ["--db", str(settings.db), *args],
+        env={"COLUMNS": "200", "TRIBES_MIN_KIND_POSTS": "2"},
+    )
+    return done.exit_code, " ".join(done.output.split())  # one line, single spaces
+
+
+def test_cli_cluster_prints_the_fact_sheet(small_run):
+    code, out = cli(small_run, "cluster", "0")
+    assert code == 0, out
+    assert "cluster 0 · garden · party (3 users)" in out
+    assert "times in UTC" in out
+    assert "Best times to post: Mon 09:00 (5 posts, 83%), Tue 14:00 (1 posts, 17%)" in out
+    assert "Busiest days: Mon 83%, Tue 17%" in out
+    assert "│ photo │ 3 │ 20 │ 3 │ 2 │" in out  # median likes, reposts, replies
+    assert "│ original │ 3 │ 2 │ 0 │ 0.5 │" in out
+    assert out.index("│ photo") < out.index("│ original")  # most engaging first
+    assert "left out, fewer than 2 posts: video" in out
+    rank = bh.pagerank(edges()).filter(pl.col("user_id") == "a1")["score"].item()
+    assert f"│ a1 │ {rank:.3f} │ 4 │" in out  # central: PageRank, interactions received
+    assert "│ a1 │ 75% │ 4 │" in out  # bridge: 3 of its 4 interactions cross clusters
+    assert "│ garden │ +25.0 pts/month │ 75% │" in out
+    assert "│ 1 │ Seeds │ 0.90 │" in out
+
+
+def test_cli_compare_prints_shared_terms_differences_and_behaviour(small_run):
+    code, out = cli(small_run, "compare", "0", "1")
+    assert code == 0, out
+    shared = out[out.index("Shared interests") : out.index("What sets A apart")]
+    assert "│ tomato │ 100% │ 100% │" in shared and "│ garden │ 100% │ 50% │" in shared
+    apart_a = out[out.index("What sets A apart") : out.index("What sets B apart")]
+    assert [t for t in ("party", "sauce", "soup") if f"│ {t} │" in apart_a] == ["party", "sauce"]
+    apart_b = out[out.index("What sets B apart") : out.index("Behaviour")]
+    assert "│ soup │ 0% │ 100% │" in apart_b
+    assert "│ peak hour (UTC) │ Mon 09:00 │ Sat 20:00 │" in out
+    assert "│ busiest day │ Mon │ Sun │" in out
+    assert "│ posts per member per week │ 0.67 │ 1.25 │" in out
+    assert "│ A → B: replies / mentions / reposts │ 3 / 0 / 0 │" in out
+    assert "│ B → A: replies / mentions / reposts │ 1 / 0 / 1 │" in out
+
+
+def test_cli_cluster_and_compare_errors_are_one_line(small_run):
+    code, out = cli(small_run, "cluster", "7")
+    assert code == 1 and "has no cluster 7 (its clusters: 0, 1)" in out and "Traceback" not in out
+    code, out = cli(small_run, "compare", "1", "1")
+    assert code == 1 and "compare two different clusters" in out
+    empty = load_settings(db=small_run.db.with_name("empty.duckdb"))
+    with store.open(empty, "write"):
+        pass
+    code, out = cli(empty, "cluster", "0")
+    assert code == 1 and "no completed run yet" in out
