@@ -135,7 +135,7 @@ def load_into_db(name: str, posts: pl.DataFrame):
     frame = posts.with_columns(
         platform=pl.lit("bench"),
         url=pl.lit(None, pl.Utf8),
-        kind=pl.lit("post"),
+        kind=pl.lit("original"),
         created_at=pl.col("created_at").cast(pl.Datetime),
     )
     with store.open(settings, "write") as con:

@@ -134,6 +134,16 @@ def import_command(
     time_col: Annotated[str, typer.Option(help="'' when the file has no time")] = "created_at",
     label_col: Annotated[str | None, typer.Option(help="optional known label per user")] = None,
     name_col: Annotated[str | None, typer.Option(help="optional display name per user")] = None,
+    likes_col: Annotated[str | None, typer.Option(help="optional likes per post")] = None,
+    reposts_col: Annotated[str | None, typer.Option(help="optional reposts per post")] = None,
+    replies_col: Annotated[str | None, typer.Option(help="optional replies per post")] = None,
+    kind_col: Annotated[str | None, typer.Option(help="optional kind (original, photo...)")] = None,
+    lang_col: Annotated[str | None, typer.Option(help="optional language tag per post")] = None,
+    reply_to_col: Annotated[str | None, typer.Option(help="optional user id replied to")] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="FIELD=COLUMN for any field, e.g. repost_of=, mentions="),
+    ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet")] = None,
     encoding: str = "utf-8",
 ) -> None:
@@ -141,9 +151,14 @@ def import_command(
     from flows.imports import import_file
     from pipeline.ingest import ColumnMap
 
-    columns = ColumnMap(user_col, text_col, id_col, time_col or None, label_col, name_col)
+    columns = ColumnMap(
+        user_col, text_col, id_col, time_col or None, label_col, name_col, likes_col,
+        reposts_col, replies_col, kind_col, lang_col, reply_to_col,
+    )  # fmt: skip
     config = settings()
-    report = run_guarded(lambda: import_file(config, str(file), platform, columns, fmt, encoding))
+    report = run_guarded(
+        lambda: import_file(config, str(file), platform, columns.mapped(maps or []), fmt, encoding)
+    )
     console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
 
 

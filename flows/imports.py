@@ -65,7 +65,7 @@ def import_file(
     texts = data.posts["text"]
     with store.open(settings, "write") as con:
         overlap = store.texts_on_other_platforms(con, platform, texts)
-        counts = store.upsert_posts(con, data.posts, data.users)
+        counts = store.upsert_posts(con, data.posts, data.users, data.mentions)
     refused = {REFUSED: counts.refused.height} if counts.refused.height else {}
     return ImportReport(
         table.height,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -51,6 +51,48 @@ TIMES = Accepts(
 )
 
 
+COUNTS = Accepts(
+    lambda dtype: is_text(dtype) or dtype.is_numeric(), "it must hold whole numbers from 0"
+)
+MENTION_LISTS = Accepts(
+    lambda dtype: is_text(dtype) or dtype == pl.List(pl.String),
+    "it must hold user ids separated by spaces or commas, or lists of them",
+)
+# the optional post fields an import maps (--likes-col ..., --map FIELD=COLUMN), and their types
+FIELDS = {
+    "likes": COUNTS,
+    "reposts": COUNTS,
+    "replies": COUNTS,
+    "kind": TEXT,
+    "lang": TEXT,
+    "reply_to": IDS,
+    "repost_of": IDS,
+    "mentions": MENTION_LISTS,
+}
+# Facebook pages' columns (the bundled sample, ../shared's fb_pages), mapped when present
+PAGE_COLUMNS = {
+    "likes": "num_reactions",
+    "replies": "num_comments",
+    "reposts": "num_shares",
+    "kind": "status_type",
+}
+# the kinds other sources name (Facebook's status_type, Tribes' before v6) -> store.KINDS
+KIND_NAMES = {
+    "status": "original",
+    "note": "original",
+    "post": "original",
+    "event": "link",
+    "shared_story": "repost",
+    "boost": "repost",
+} | {kind: kind for kind in store.KINDS}
+LANG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"  # a BCP 47 tag such as en, pt-BR
+
+
+def field_flag(name: str) -> str:
+    """The `tribes import` option that maps a field: --likes-col, ..., or --map mentions=."""
+    return f"--map {name}=" if name == "mentions" else f"--{name.replace('_', '-')}-col"
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     user: str = "user_id"
@@ -59,6 +101,14 @@ class ColumnMap:
     time: str | None = "created_at"
     label: str | None = None
     name: str | None = None
+    likes: str | None = None
+    reposts: str | None = None
+    replies: str | None = None
+    kind: str | None = None
+    lang: str | None = None
+    reply_to: str | None = None
+    repost_of: str | None = None
+    mentions: str | None = None
 
     def wanted(self) -> list[tuple[str, str, Accepts]]:
         """(flag, column, accepted types) of every mapped column."""
@@ -66,6 +116,7 @@ class ColumnMap:
             ("--time-col", self.time, TIMES),
             ("--label-col", self.label, IDS),
             ("--name-col", self.name, IDS),
+            *((field_flag(f), getattr(self, f), accepts) for f, accepts in FIELDS.items()),
         ]
         return [
             ("--user-col", self.user, IDS),
@@ -74,6 +125,26 @@ class ColumnMap:
             *((flag, column, kinds) for flag, column, kinds in optional if column),
         ]
 
+    def mapped(self, pairs: list[str]) -> ColumnMap:
+        """This map with `FIELD=COLUMN` pairs (any field of the map) applied."""
+        changes = {}
+        for pair in pairs:
+            name, sep, column = pair.partition("=")
+            if not sep or not column.strip() or name.strip() not in self.__dataclass_fields__:
+                known = ", ".join(self.__dataclass_fields__)
+                raise IngestError(f"--map {pair!r}: use FIELD=COLUMN with a field of: {known}")
+            changes[name.strip()] = column.strip()
+        return replace(self, **changes)
+
+    def with_page_columns(self, present: list[str]) -> ColumnMap:
+        """This map with Facebook pages' columns (PAGE_COLUMNS) for the fields it leaves unset."""
+        found = {
+            name: column
+            for name, column in PAGE_COLUMNS.items()
+            if getattr(self, name) is None and column in present
+        }
+        return replace(self, **found)
+
 
 @dataclass
 class Ingested:
@@ -81,6 +152,7 @@ class Ingested:
     users: pl.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    mentions: pl.DataFrame | None = None  # store.MENTIONS; None: the file has no mentions column
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -126,9 +198,8 @@ def require_columns(table: pl.DataFrame, columns: ColumnMap, name: str) -> None:
     for flag, column, kinds in columns.wanted():
         if column not in table.columns:
             shown = ", ".join(table.columns[:12])
-            raise IngestError(
-                f"{name} has no column {column!r} (columns: {shown}); pass {flag} NAME"
-            )
+            hint = f"{flag}NAME" if flag.endswith("=") else f"{flag} NAME"
+            raise IngestError(f"{name} has no column {column!r} (columns: {shown}); pass {hint}")
         dtype = table.schema[column]
         if not kinds.test(dtype):
             raise IngestError(f"{name}: column {column!r} ({flag}) is {dtype}: {kinds.rule}")
@@ -278,10 +349,13 @@ def to_posts(
     """
     if table.height == 0:
         raise IngestError(f"{name} has no rows")
+    columns = columns.with_page_columns(table.columns)
     require_columns(table, columns, name)
     no_times = pl.Series([None] * table.height, dtype=pl.Utf8)
     times = parse_times(table[columns.time] if columns.time else no_times)
+    fields = post_fields(table, columns)
     frame = table.select(
+        *fields.values,
         pl.lit(platform).alias("platform"),
         pl.col(columns.id).cast(pl.Utf8).str.strip_chars().alias("post_id"),
         pl.col(columns.user).cast(pl.Utf8).str.strip_chars().alias("user_id"),
@@ -331,5 +405,114 @@ def to_posts(
         posts=store.POSTS.conform(kept),
         users=users,
         skipped=skipped,
-        warnings=time_warnings(kept, columns.time, times.reading),
+        warnings=[*time_warnings(kept, columns.time, times.reading), *fields.warnings(kept)],
+        mentions=mention_rows(kept) if columns.mentions else None,
     )
+
+
+# ---------------------------------------------------------------- engagement and interactions
+#
+# Counts must be whole numbers from 0 (numeric text too); kinds are store.KINDS or a name of
+# KIND_NAMES; languages BCP 47 tags. Another value is stored empty (a kind: 'original') and
+# counted in a warning; the post itself is kept. Counts read now are stamped with the import time.
+
+MAX_COUNT = 2**31 - 1  # the largest INTEGER a count column holds
+
+
+@dataclass(frozen=True)
+class PostFields:
+    """The mapped optional fields of every row, and per field its column and bad-value flags
+    (columns `bad_FIELD`, dropped from the posts by store.POSTS.conform)."""
+
+    values: list[pl.Expr]  # over the input table
+    sources: dict[str, str]  # field -> the column it came from
+    rules: dict[str, str]  # field -> what a good value is
+
+    def warnings(self, kept: pl.DataFrame) -> list[str]:
+        """One line per field with values stored empty among the stored rows."""
+        lines = []
+        for name, column in self.sources.items():
+            bad = int(kept[f"bad_{name}"].sum()) if f"bad_{name}" in kept.columns else 0
+            if bad:
+                lines.append(f"{column} ({name}): {bad} values {self.rules[name]}")
+        return lines
+
+
+def count_values(values: pl.Expr) -> pl.Expr:
+    """Counts as integers: a whole number from 0 to MAX_COUNT, else None."""
+    number = values.cast(pl.Utf8).str.strip_chars().cast(pl.Float64, strict=False)
+    good = (number >= 0) & (number <= MAX_COUNT) & (number == number.floor())
+    return pl.when(good).then(number).cast(store.POSTS.given["likes"])
+
+
+def text_values(values: pl.Expr) -> pl.Expr:
+    """Ids and names as stripped text; empty ones None."""
+    stripped = values.cast(pl.Utf8).str.strip_chars()
+    return pl.when(stripped != "").then(stripped)
+
+
+def kind_values(values: pl.Expr) -> pl.Expr:
+    """Kinds as store.KINDS (KIND_NAMES, case-insensitive); unknown ones None."""
+    return text_values(values).str.to_lowercase().replace_strict(KIND_NAMES, default=None)
+
+
+def lang_values(values: pl.Expr) -> pl.Expr:
+    """BCP 47 language tags; other values None."""
+    stripped = text_values(values)
+    return pl.when(stripped.str.contains(LANG)).then(stripped)
+
+
+READERS = {
+    "likes": (count_values, "not a count (a whole number from 0) stored empty"),
+    "reposts": (count_values, "not a count (a whole number from 0) stored empty"),
+    "replies": (count_values, "not a count (a whole number from 0) stored empty"),
+    "kind": (kind_values, f"not a known kind stored as original (known: {', '.join(KIND_NAMES)})"),
+    "lang": (lang_values, "not a language tag such as en or pt-BR stored empty"),
+    "reply_to": (text_values, ""),
+    "repost_of": (text_values, ""),
+}
+
+
+def post_fields(table: pl.DataFrame, columns: ColumnMap) -> PostFields:
+    """The optional fields `columns` maps, read by READERS, with `counts_seen_at` (now, where a
+    row gives a count) and the mentions column as lists of user ids."""
+    sources = {name: getattr(columns, name) for name in FIELDS if getattr(columns, name)}
+    read = {
+        name: READERS[name][0](pl.col(column))
+        for name, column in sources.items()
+        if name in READERS
+    }
+    flags = {
+        f"bad_{name}": pl.col(sources[name]).is_not_null() & value.is_null()
+        for name, value in read.items()
+        if READERS[name][1]
+    }
+    counts = [read[name] for name in ("likes", "reposts", "replies") if name in read]
+    seen = pl.lit(None, pl.Datetime("us"))
+    if counts:
+        now = pl.lit(datetime.now(UTC).replace(tzinfo=None), pl.Datetime("us"))
+        seen = pl.when(pl.any_horizontal(c.is_not_null() for c in counts)).then(now)
+    mentions = mention_lists(table[columns.mentions]) if columns.mentions else None
+    values = [
+        *(value.alias(name) for name, value in read.items()),
+        *(flag.alias(name) for name, flag in flags.items()),
+        seen.alias("counts_seen_at"),
+        pl.lit(mentions).alias("mentions"),
+    ]
+    return PostFields(values, sources, {name: rule for name, (_, rule) in READERS.items()})
+
+
+def mention_lists(values: pl.Series) -> pl.Series:
+    """Each row's mentioned user ids: a list, or text separated by spaces or commas (a leading
+    @ dropped)."""
+    if values.dtype != pl.List(pl.String):
+        words = values.cast(pl.Utf8).str.replace_all(r"[,\s]+", " ").str.strip_chars()
+        values = words.str.split(" ")
+    handle = pl.element().str.strip_chars().str.strip_chars_start("@")
+    return values.list.eval(handle.filter(handle != "")).list.unique(maintain_order=True)
+
+
+def mention_rows(kept: pl.DataFrame) -> pl.DataFrame:
+    """One row per stored post and account it mentions (store.MENTIONS)."""
+    rows = kept.select("platform", "post_id", "user_id", mentioned="mentions")
+    return rows.explode("mentioned").drop_nulls("mentioned")

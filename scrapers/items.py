@@ -15,16 +15,17 @@ from typing import Any
 from pipeline import store
 
 
-def item_class(name: str, table: store.Table, doc: str) -> type:
+def item_class(name: str, table: store.Table, doc: str, *extra: tuple) -> type:
     """A keyword-only dataclass of the given columns of `table` (required ones have no default,
-    the others the column's), then `source` and `account`."""
+    the others the column's), then `source`, `account` and the `extra` fields."""
     columns: list[Any] = [
         (column, dtype.to_python())
         if table.columns[column].required
         else (column, dtype.to_python() | None, field(default=table.columns[column].default))
         for column, dtype in table.given.items()
     ]
-    item = make_dataclass(name, [*columns, ("source", str), ("account", str)], kw_only=True)
+    fields = [*columns, ("source", str), ("account", str), *extra]
+    item = make_dataclass(name, fields, kw_only=True)
     item.__module__, item.__doc__ = __name__, doc
     return item
 
@@ -32,7 +33,9 @@ def item_class(name: str, table: store.Table, doc: str) -> type:
 PostItem = item_class(
     "PostItem",
     store.POSTS,
-    "One public post (kind: 'post', 'boost' or 'reply'), keyed by (platform, post_id).",
+    "One public post (kind: one of store.KINDS), keyed by (platform, post_id); `mentions` are "
+    "the user ids it mentions (post_mentions).",
+    ("mentions", list[str], field(default_factory=list)),
 )
 UserItem = item_class(
     "UserItem", store.USERS, "An account's profile; `label` comes from sources.yaml."

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import polars as pl
 
+from pipeline import ingest
 from scrapers.text import iso_z
 
 ALLOW_ALL = "User-agent: *\nAllow: /\n"
@@ -69,7 +70,14 @@ class FakePost:
     status_id: int  # a Mastodon-style snowflake: milliseconds << 16 | sequence
     created_at: datetime
     text: str
-    kind: str = "post"
+    kind: str = "original"  # one of store.KINDS
+    likes: int = 0
+    reposts: int = 0
+    replies: int = 0
+    lang: str | None = None
+    reply_to: str | None = None  # the username answered (another account when not given)
+    repost_of: str | None = None  # the username reposted (another account when not given)
+    mentions: list[str] = field(default_factory=list)  # usernames; `user@domain` is remote
 
 
 @dataclass
@@ -86,6 +94,18 @@ class FakeAccount:
     @property
     def handle(self) -> str:
         return re.sub(r"[^a-z0-9-]", "-", self.username.lower()) + ".bsky.test"
+
+
+OTHER = "someone_else"  # whom a reply or repost answers when the posts do not say
+
+
+def with_served_fields(posts: pl.DataFrame) -> pl.DataFrame:
+    """`posts` with its optional post fields read as `tribes import` reads them (the fields by
+    their names, or Facebook pages' columns such as num_reactions and status_type)."""
+    present = {name: name for name in ingest.FIELDS if name in posts.columns}
+    columns = ingest.ColumnMap(**present).with_page_columns(posts.columns)
+    read = posts.with_columns(ingest.post_fields(posts, columns).values)
+    return read.select(pl.exclude("^bad_.*$", "counts_seen_at"))
 
 
 def to_html(text: str) -> str:
@@ -105,7 +125,9 @@ class LocalPlatforms:
     """Serve posts as Mastodon, Bluesky, RSS/Atom and HTML on 127.0.0.1 (a random free port).
 
     `posts` needs the columns user_id, post_id, created_at, text; optional user_label and
-    kind ('post', 'reply', 'boost'). Use it as a context manager, or start() and stop().
+    the post fields of `tribes import` (likes, reposts, replies, kind, lang, reply_to,
+    repost_of: usernames, mentions: lists of usernames; or Facebook pages' num_reactions, ...).
+    Use it as a context manager, or start() and stop().
     """
 
     def __init__(
@@ -132,6 +154,7 @@ class LocalPlatforms:
 
     def add_posts(self, posts: pl.DataFrame) -> None:
         """Add posts (and their accounts); each account's posts stay newest first."""
+        posts = with_served_fields(posts)
         with self._lock:
             for row in posts.sort("created_at").iter_rows(named=True):
                 account = self.accounts.get(row["user_id"])
@@ -150,7 +173,14 @@ class LocalPlatforms:
                         snowflake(created, self._sequence),
                         created,
                         row["text"],
-                        row.get("kind") or "post",
+                        row.get("kind") or "original",
+                        row.get("likes") or 0,
+                        row.get("reposts") or 0,
+                        row.get("replies") or 0,
+                        row.get("lang"),
+                        row.get("reply_to"),
+                        row.get("repost_of"),
+                        row.get("mentions") or [],
                     )
                 )
             for account in self.accounts.values():
@@ -280,6 +310,22 @@ class LocalPlatforms:
             "fields": [],
         }
 
+    def someone(self, name: str | None) -> FakeAccount:
+        """The account of this server called `name`, or one elsewhere (OTHER when None)."""
+        name = name or OTHER
+        found = self.accounts.get(name)
+        number = 900_000 + int(hashlib.sha256(name.encode()).hexdigest()[:5], 16)
+        return found or FakeAccount(number, name, None)
+
+    def mastodon_mention(self, account: FakeAccount) -> dict[str, Any]:
+        username = account.username.split("@")[0]
+        return {
+            "id": str(account.number),
+            "username": username,
+            "url": f"{self.url}/@{account.username}",
+            "acct": account.username,  # bare for this server's accounts, user@domain for others
+        }
+
     def mastodon_status(self, account: FakeAccount, post: FakePost) -> dict[str, Any]:
         status: dict[str, Any] = {
             "id": str(post.status_id),
@@ -289,31 +335,46 @@ class LocalPlatforms:
             "sensitive": False,
             "spoiler_text": "",
             "visibility": "public",
-            "language": None,
+            "language": post.lang,
             "uri": f"{self.url}/users/{account.username}/statuses/{post.status_id}",
             "url": f"{self.url}/@{account.username}/{post.status_id}",
-            "replies_count": 0,
-            "reblogs_count": 0,
-            "favourites_count": 0,
+            "replies_count": post.replies,
+            "reblogs_count": post.reposts,
+            "favourites_count": post.likes,
             "content": to_html(post.text),
             "reblog": None,
             "account": self.mastodon_account_json(account),
             "media_attachments": [],
-            "mentions": [],
+            "mentions": [self.mastodon_mention(self.someone(m)) for m in post.mentions],
             "tags": [],
             "emojis": [],
             "card": None,
             "poll": None,
         }
-        if post.kind == "reply":
-            status["in_reply_to_id"] = "1"
-            status["in_reply_to_account_id"] = "1"
-        elif post.kind == "boost":
-            other = FakeAccount(1, "someone_else", None)
+        media = {"photo": "image", "video": "video"}.get(post.kind)
+        if media:
+            status["media_attachments"] = [
+                {"id": f"{post.status_id}1", "type": media, "url": f"{self.url}/media/1"}
+            ]
+        elif post.kind == "link":
+            card = {"url": f"{self.url}/elsewhere", "title": "A page", "type": "link"}
+            status["card"] = card
+        elif post.kind == "quote":
+            status["quote"] = {"state": "accepted", "quoted_status": None}
+        elif post.kind == "reply":
+            answered = self.someone(post.reply_to)
+            status["in_reply_to_id"] = str(post.status_id - 1)
+            status["in_reply_to_account_id"] = str(answered.number)
+            if answered is not account:  # Mastodon mentions whom a reply answers
+                mention = self.mastodon_mention(answered)
+                status["mentions"] = [mention, *status["mentions"]]
+        elif post.kind == "repost":
             original = self.mastodon_status(
-                other, FakePost(post.post_id, post.status_id - 1, post.created_at, post.text)
+                self.someone(post.repost_of),
+                replace(post, status_id=post.status_id - 1, kind="original", mentions=[]),
             )
             status.update(content="", reblog=original, url=None, uri=f"{status['uri']}/activity")
+            status.update(replies_count=0, reblogs_count=0, favourites_count=0, language=None)
         return status
 
     def mastodon_lookup(self, query: dict[str, str], headers: dict[str, str]) -> Reply:
@@ -369,29 +430,39 @@ class LocalPlatforms:
             "$type": "app.bsky.feed.post",
             "text": post.text,
             "createdAt": iso_z(post.created_at),
-            "langs": ["en"],
+            **({"langs": [post.lang]} if post.lang else {}),
         }
-        entry: dict[str, Any] = {
-            "post": {
-                "uri": uri,
-                "cid": f"bafy{post.status_id}",
-                "author": author,
-                "record": record,
-                "replyCount": 0,
-                "repostCount": 0,
-                "likeCount": 0,
-                "indexedAt": iso_z(post.created_at),
-            }
+        if post.mentions:
+            record["facets"] = [bluesky_mention(post.text, self.someone(m)) for m in post.mentions]
+        view: dict[str, Any] = {
+            "uri": uri,
+            "cid": f"bafy{post.status_id}",
+            "author": author,
+            "record": record,
+            "replyCount": post.replies,
+            "repostCount": post.reposts,
+            "likeCount": post.likes,
+            "indexedAt": iso_z(post.created_at),
         }
+        embed = BLUESKY_EMBEDS.get(post.kind)
+        if embed:
+            view["embed"] = embed(self.url)
+        entry: dict[str, Any] = {"post": view}
         if post.kind == "reply":
-            parent = {
-                "uri": f"at://did:plc:other/app.bsky.feed.post/{post.status_id - 1}",
-                "cid": "bafyparent",
-            }
+            answered = self.someone(post.reply_to)
+            parent_uri = f"at://{answered.did}/app.bsky.feed.post/{post.status_id - 1}"
+            parent = {"uri": parent_uri, "cid": "bafyparent"}
             record["reply"] = {"root": parent, "parent": parent}
-        elif post.kind == "boost":
-            entry["post"]["uri"] = f"at://did:plc:other/app.bsky.feed.post/{post.status_id}"
-            entry["post"]["author"] = {"did": "did:plc:other", "handle": "someone.bsky.test"}
+            parent_view = {
+                "$type": "app.bsky.feed.defs#postView",
+                **parent,
+                "author": {"did": answered.did, "handle": answered.handle},
+            }
+            entry["reply"] = {"root": parent_view, "parent": parent_view}
+        elif post.kind == "repost":
+            other = self.someone(post.repost_of)
+            view["uri"] = f"at://{other.did}/app.bsky.feed.post/{post.status_id}"
+            view["author"] = {"did": other.did, "handle": other.handle}
             entry["reason"] = {
                 "$type": "app.bsky.feed.defs#reasonRepost",
                 "by": author,
@@ -459,6 +530,38 @@ class LocalPlatforms:
             f"</title></head><body><main>{articles}</main>{following}</body></html>"
         )
         return Reply(200, body, {"Content-Type": "text/html; charset=utf-8"})
+
+
+BLUESKY_EMBEDS = {  # a post kind as the AppView shows it in post.embed
+    "photo": lambda base: {
+        "$type": "app.bsky.embed.images#view",
+        "images": [{"thumb": f"{base}/img/t", "fullsize": f"{base}/img/f", "alt": ""}],
+    },
+    "video": lambda base: {
+        "$type": "app.bsky.embed.video#view",
+        "cid": "bafyvideo",
+        "playlist": f"{base}/video/playlist.m3u8",
+    },
+    "link": lambda base: {
+        "$type": "app.bsky.embed.external#view",
+        "external": {"uri": f"{base}/elsewhere", "title": "A page", "description": ""},
+    },
+    "quote": lambda base: {
+        "$type": "app.bsky.embed.record#view",
+        "record": {"$type": "app.bsky.embed.record#viewRecord", "uri": "at://did:plc:q/x/1"},
+    },
+}
+
+
+def bluesky_mention(text: str, account: FakeAccount) -> dict[str, Any]:
+    """A rich-text facet mentioning `account` (over its @handle where the text has it)."""
+    start = text.encode().find(f"@{account.handle}".encode())
+    end = start + len(account.handle.encode()) + 1 if start >= 0 else 0
+    return {
+        "$type": "app.bsky.richtext.facet",
+        "index": {"byteStart": max(start, 0), "byteEnd": end},
+        "features": [{"$type": "app.bsky.richtext.facet#mention", "did": account.did}],
+    }
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POST_SCHEMA = store.POSTS.given | {"account": pl.Utf8}  # the account counts the outcomes
+POST_SCHEMA = store.POSTS.given | {"account": pl.Utf8, "mentions": pl.List(pl.Utf8)}
 USER_SCHEMA = store.USERS.given
 STATE_SCHEMA = {
     "platform": pl.Utf8,
@@ -49,12 +50,35 @@ STATE_SCHEMA = {
 YIELD_SECONDS = 2.5  # longer than store.open's polling interval, so a waiting writer gets in
 RETRY_SECONDS = 1.0  # how soon to try again when another process holds the database
 MAX_PENDING_BATCHES = 10  # past this many queued batches, wait for the database instead
+MAX_COUNT = 2**31 - 1  # the largest INTEGER a count column holds
+MAX_MENTIONS = 100  # more mentions than this in one post are not an interaction pattern
+
+
+def typed(value: object, dtype: pl.DataType) -> object:
+    """`value` when it fits the column's type (a count: a whole number from 0 to MAX_COUNT),
+    else None: a platform's answer may hold anything, and one bad value must not sink a batch."""
+    if dtype == pl.Int32:
+        fits = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+    elif dtype == pl.Utf8:
+        fits = isinstance(value, str)
+    elif dtype == pl.List(pl.Utf8):
+        listed = value if isinstance(value, list) else []
+        return [v for v in listed if isinstance(v, str) and v][:MAX_MENTIONS]
+    else:
+        fits = isinstance(value, datetime)
+    return value if fits else None
 
 
 def web_url(adapter: ItemAdapter) -> dict[str, str | None]:
     """The item's `url` when it is http(s); a javascript:, data:, file: ... link is not kept."""
     url = adapter.get("url")
     return {"url": url if url and http_url(url) else None}
+
+
+def mentioned(posts: pl.DataFrame) -> pl.DataFrame:
+    """One row per post and account it mentions (store.MENTIONS)."""
+    rows = posts.select("platform", "post_id", "user_id", mentioned="mentions")
+    return rows.explode("mentioned").drop_nulls("mentioned")
 
 
 class DuckDBPipeline:
@@ -142,7 +166,9 @@ class DuckDBPipeline:
             raise DropItem(f"{adapter['platform']} post {adapter['post_id']}: {reason}")
         self.sources[adapter["account"]] = adapter["source"]
         self.posts.append(
-            {c: adapter.get(c) for c in POST_SCHEMA} | {"text": text} | web_url(adapter)
+            {c: typed(adapter.get(c), dtype) for c, dtype in POST_SCHEMA.items()}
+            | {"text": text}
+            | web_url(adapter)
         )
 
     def due(self) -> bool:
@@ -198,7 +224,7 @@ class DuckDBPipeline:
         outcomes = None
         if posts.height:
             before = store.now()
-            refused = store.upsert_posts(con, posts, users).refused
+            refused = store.upsert_posts(con, posts, users, mentioned(posts)).refused
             self.count_refused(posts.join(refused, on=refused.columns, how="semi"))
             posts = posts.join(refused, on=refused.columns, how="anti")
             outcomes = store.crawl_outcomes(con, posts, before)

@@ -234,7 +234,7 @@ def test_second_crawl_fetches_only_new_posts(workdir, server, platform):
                     datetime(2017, 1, 3, 9),
                 ],
                 "text": ["a new post", "a new reply", "a new boost"],
-                "kind": ["post", "reply", "boost"],
+                "kind": ["original", "reply", "repost"],
             }
         )
     )
@@ -250,10 +250,10 @@ def test_second_crawl_fetches_only_new_posts(workdir, server, platform):
         assert all("since_id" in r.query for r in statuses)
         assert len(statuses) == 4  # one page each, and one more for the account with news
         kinds = dict(rows(db, "SELECT text, kind FROM posts WHERE text LIKE 'a new %'"))
-        assert kinds == {"a new post": "post", "a new reply": "reply", "a new boost": "boost"}
+        assert kinds == {"a new post": "original", "a new reply": "reply", "a new boost": "repost"}
     if platform == "bluesky":
         kinds = dict(rows(db, "SELECT text, kind FROM posts WHERE text LIKE 'a new %'"))
-        assert kinds == {"a new post": "post", "a new reply": "reply", "a new boost": "boost"}
+        assert kinds == {"a new post": "original", "a new reply": "reply", "a new boost": "repost"}
         assert len([r for r in second if "getAuthorFeed" in r.path]) == 3
     if platform in ("rss", "atom"):
         assert sorted(r.status for r in second if r.path.endswith(".xml")) == [200, 304, 304]

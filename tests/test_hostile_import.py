@@ -122,7 +122,7 @@ def test_crawled_posts_whose_ids_belong_to_another_account_are_skipped(workdir, 
                 "created_at": None,
                 "text": "mine",
                 "url": None,
-                "kind": "post",
+                "kind": "original",
             },
             schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8},
         )

@@ -86,7 +86,7 @@ def test_unchanged_refresh_reuses_work_and_new_posts_embed_only_themselves(refre
                 "created_at": None,
                 "text": ["Gunners win the derby 3-0!", "Gunners win the derby 3-0!"],
                 "url": None,
-                "kind": "post",
+                "kind": "original",
             },
             schema_overrides={"created_at": pl.Datetime, "url": pl.Utf8},
         )

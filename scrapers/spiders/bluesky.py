@@ -2,7 +2,9 @@
 
 GET /xrpc/app.bsky.actor.getProfile?actor=HANDLE, then
 GET /xrpc/app.bsky.feed.getAuthorFeed?actor=DID&limit=100[&cursor=...] until the feed reaches a
-post an earlier crawl stored. Reposts are stored as kind 'boost', replies as 'reply'.
+post an earlier crawl stored. Each post keeps its counts (likeCount, repostCount, replyCount), its
+kind (a repost, a reply, a quote, or an original with images, video or a link card), its first
+language and the DIDs it reposts, answers and mentions (the spider's user ids are DIDs).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 import scrapy
 from scrapy.http import Response
 
+from pipeline import store
 from scrapers.sources import http_url, url_host
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import parse_time
@@ -39,6 +42,54 @@ def post_url(post: dict) -> str | None:
     handle = (post.get("author") or {}).get("handle")
     rkey = str(post.get("uri", "")).rsplit("/", 1)[-1]
     return f"https://bsky.app/profile/{handle}/post/{rkey}" if handle and rkey else None
+
+
+EMBED_KINDS = {  # post.embed $type -> store.KINDS
+    "app.bsky.embed.record#view": "quote",
+    "app.bsky.embed.recordWithMedia#view": "quote",
+    "app.bsky.embed.video#view": "video",
+    "app.bsky.embed.images#view": "photo",
+    "app.bsky.embed.external#view": "link",
+}
+MENTION = "app.bsky.richtext.facet#mention"
+
+
+def uri_did(uri: Any) -> str | None:
+    """The DID of the repository an at:// URI names (its author)."""
+    if not isinstance(uri, str) or not uri.startswith("at://did:"):
+        return None
+    return uri.removeprefix("at://").split("/", 1)[0]
+
+
+def of(value: Any, key: str) -> Any:
+    """value[key] when value is a dict, else None (answers are not trusted to have a shape)."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def reply_author(entry: dict, record: dict) -> str | None:
+    """The DID a post answers: the feed's parent view, else the parent URI's repository."""
+    parent_author = of(of(of(entry, "reply"), "parent"), "author")
+    return of(parent_author, "did") or uri_did(of(of(of(record, "reply"), "parent"), "uri"))
+
+
+def mentioned_dids(record: dict) -> list[str]:
+    """The DIDs the post's rich-text facets mention."""
+    facets = record.get("facets") if isinstance(record.get("facets"), list) else []
+    features = [f for facet in facets for f in of(facet, "features") or [] if isinstance(f, dict)]
+    return sorted({str(f["did"]) for f in features if f.get("$type") == MENTION and f.get("did")})
+
+
+def post_facts(post: dict, record: dict) -> dict[str, Any]:
+    """A post view's counts (when read), kind from its embed, and first language."""
+    langs = record.get("langs")
+    return {
+        "likes": post.get("likeCount"),
+        "reposts": post.get("repostCount"),
+        "replies": post.get("replyCount"),
+        "counts_seen_at": store.now(),
+        "kind": EMBED_KINDS.get(of(post.get("embed"), "$type"), "original"),
+        "lang": langs[0] if isinstance(langs, list) and langs else None,
+    }
 
 
 class BlueskySpider(AccountSpider):
@@ -96,16 +147,20 @@ class BlueskySpider(AccountSpider):
                 raise ParseError("a feed entry without a post uri")
             reason = entry.get("reason") or {}
             repost = str(reason.get("$type", "")).endswith("reasonRepost")
-            record = post.get("record") or {}
+            record = post.get("record") if isinstance(post.get("record"), dict) else {}
+            facts = post_facts(post, record)
             if repost:
                 post_id = reason.get("uri") or f"{post['uri']}#repost-by-{run.user_id}"
                 mark = parse_time(reason.get("indexedAt"))
-                created, kind = mark, "boost"
+                created = mark
+                facts |= {"kind": "repost", "repost_of": of(post.get("author"), "did")}
             else:
                 post_id = post["uri"]
                 mark = parse_time(post.get("indexedAt"))
                 created = parse_time(record.get("createdAt")) or mark
-                kind = "reply" if record.get("reply") else "post"
+                facts["mentions"] = mentioned_dids(record)
+                if record.get("reply"):
+                    facts |= {"kind": "reply", "reply_to": reply_author(entry, record)}
             if self.stop_before(run, post_id, mark):
                 finished = True
                 break
@@ -115,8 +170,8 @@ class BlueskySpider(AccountSpider):
                 created_at=created,
                 text=str(record.get("text") or ""),
                 url=post_url(post),
-                kind=kind,
                 mark=mark,
+                **facts,
             )
         cursor = data.get("cursor")
         if finished or not cursor or (self.max_posts is not None and run.fetched >= self.max_posts):

@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import scrapy
 from scrapy.http import Response
 
+from pipeline import store
 from scrapers.sources import host_name, http_url, url_host
 from scrapers.spiders.base import AccountRun, AccountSpider, ParseError, json_of
 from scrapers.text import html_to_text, parse_time
@@ -74,6 +75,66 @@ def status_text(status: dict) -> str:
     text = html_to_text(status.get("content"))
     warning = (status.get("spoiler_text") or "").strip()
     return f"{warning}\n\n{text}".strip() if warning else text
+
+
+MEDIA_KINDS = {"video": "video", "gifv": "video", "image": "photo"}  # media_attachments[].type
+CARD_KINDS = {"video": "video", "photo": "photo"}  # card.type; "link" and "rich" are links
+
+
+def global_acct(acct: Any, instance: str) -> str | None:
+    """An `acct` as the spider's user ids spell it: `user@domain` (bare ones are local to the
+    instance that answered); None for a missing one."""
+    if not isinstance(acct, str) or not acct.strip("@"):
+        return None
+    acct = acct.strip("@")
+    return acct if "@" in acct else f"{acct}@{url_host(instance)}"
+
+
+def status_kind(status: dict) -> str:
+    """What a status is (store.KINDS): a repost, reply, quote, or an original with its media."""
+    if isinstance(status.get("reblog"), dict):
+        return "repost"
+    if status.get("in_reply_to_id"):
+        return "reply"
+    if status.get("quote"):
+        return "quote"
+    attached = status.get("media_attachments") or []
+    media = {MEDIA_KINDS.get(m.get("type")) for m in attached if isinstance(m, dict)}
+    card = status.get("card") if isinstance(status.get("card"), dict) else {}
+    for kind in ("video", "photo"):
+        if kind in media or CARD_KINDS.get(card.get("type")) == kind:
+            return kind
+    return "link" if card else "original"
+
+
+def interactions(status: dict, instance: str, own_id: str, user_id: str) -> dict[str, Any]:
+    """Whom a status reposts, answers and mentions, as user ids (`user@domain`). A reply to an
+    account it neither mentions nor is (Mastodon mentions whom a reply answers) keeps the
+    instance's account id as given."""
+    boost = status.get("reblog")
+    if isinstance(boost, dict):  # a boost records whom it reposts, not the original's mentions
+        author = boost.get("account")
+        acct = author.get("acct") if isinstance(author, dict) else None
+        return {"repost_of": global_acct(acct, instance), "mentions": []}
+    mentions = [m for m in status.get("mentions") or [] if isinstance(m, dict)]
+    mentioned = {str(m.get("id")): global_acct(m.get("acct"), instance) for m in mentions}
+    answered = status.get("in_reply_to_account_id")
+    reply_to = None
+    if answered is not None:
+        reply_to = (
+            user_id if str(answered) == own_id else mentioned.get(str(answered)) or str(answered)
+        )
+    return {"reply_to": reply_to, "mentions": sorted(set(mentioned.values()) - {None})}
+
+
+def engagement(status: dict) -> dict[str, Any]:
+    """The counts a status shows (a boost shows the boosted post's) and when they were read."""
+    return {
+        "likes": status.get("favourites_count"),
+        "reposts": status.get("reblogs_count"),
+        "replies": status.get("replies_count"),
+        "counts_seen_at": store.now(),
+    }
 
 
 class MastodonSpider(AccountSpider):
@@ -137,7 +198,6 @@ class MastodonSpider(AccountSpider):
                 finished = True
                 break
             boost = status.get("reblog")
-            kind = "boost" if boost else "reply" if status.get("in_reply_to_id") else "post"
             body = boost if isinstance(boost, dict) else status
             yield self.post(
                 run,
@@ -145,8 +205,10 @@ class MastodonSpider(AccountSpider):
                 created_at=created,
                 text=status_text(body),
                 url=status.get("url") or body.get("url") or status.get("uri"),
-                kind=kind,
+                kind=status_kind(status),
                 lang=body.get("language"),
+                **engagement(body),
+                **interactions(status, instance, account_id, run.user_id),
             )
         if finished or (self.max_posts is not None and run.fetched >= self.max_posts):
             yield self.done(run)
