@@ -10,24 +10,21 @@ text_clean). Times are stored in UTC; weekdays run 1 (Monday) to 7 (Sunday), in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer
 
-from pipeline.label import ctfidf, exclusivity, indicator, member_spread, terms_of
-from pipeline.profile import USER_KEYS, rows_of
+from pipeline.label import LABEL_WORD, ctfidf, exclusivity
+from pipeline.profile import USER_KEYS
 
 OUTSIDE = -2  # to_cluster of an account that is not in the run (not clustered, not crawled)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 INTERACTIONS = ("replies", "mentions", "reposts")  # columns of cluster_interactions
 COUNTS = ("likes", "reposts", "replies")  # a post's engagement
 TREND_TERMS = 5  # each cluster's top label terms followed month by month
-TERM_USE_KEPT = 300  # terms kept per cluster for `compare`
 MIN_BRIDGE_INTERACTIONS = 3  # a bridge has at least this many interactions with other members
 
 
@@ -223,14 +220,6 @@ def bridge_accounts(edges: pl.DataFrame, members: pl.DataFrame, top: int) -> pl.
 # ---------------------------------------------------------------- words over time, compare
 
 
-@dataclass(frozen=True)
-class TermCounts:
-    """Every cleaned post's countable terms (label.terms_of): posts x terms counts."""
-
-    counts: sp.csr_matrix
-    vocabulary: np.ndarray
-
-
 def dated_texts(cleaned: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
     """The cleaned posts (platform, post_id, user_id, text_clean) with their stored
     `created_at` (a changed time changes the activity version, not the cleaned posts)."""
@@ -241,57 +230,61 @@ def dated_texts(cleaned: pl.DataFrame, activity: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def count_terms(texts: list[str]) -> TermCounts:
-    """The label step's terms of each text, counted."""
-    vectorizer = CountVectorizer(analyzer=terms_of)
-    try:
-        counts = vectorizer.fit_transform(texts).tocsr()
-    except ValueError:  # no text has a term
-        return TermCounts(sp.csr_matrix((len(texts), 0)), np.array([], dtype=object))
-    return TermCounts(counts, vectorizer.get_feature_names_out())
+def term_presence(texts: pl.DataFrame, vocabulary: list[str]) -> pl.DataFrame:
+    """Which terms of `vocabulary` (the label step's) each text uses: text_row (row of `texts`),
+    term; one row per pair. Words are found as label.terms_of finds them (LABEL_WORD on the
+    lower-cased text), in polars; other terms (Chinese and Japanese) as substrings."""
+    words = [term for term in vocabulary if LABEL_WORD.fullmatch(term)]
+    lowered = texts.select(text=pl.col("text_clean").str.to_lowercase()).with_row_index("text_row")
+    found = [
+        lowered.select("text_row", term=pl.col("text").str.extract_all(LABEL_WORD.pattern))
+        .explode("term")
+        .filter(pl.col("term").is_in(words))
+    ]
+    found += [
+        lowered.filter(pl.col("text").str.contains(term, literal=True)).select(
+            "text_row", term=pl.lit(term)
+        )
+        for term in vocabulary
+        if term not in words
+    ]
+    return pl.concat(found).unique().sort("text_row", "term")
 
 
 def topic_trends(
-    texts: pl.DataFrame, counted: TermCounts, members: pl.DataFrame, terms: pl.DataFrame
+    texts: pl.DataFrame, presence: pl.DataFrame, members: pl.DataFrame, terms: pl.DataFrame
 ) -> pl.DataFrame:
     """Per cluster, month (its first day) and each of its TREND_TERMS top label terms: the
-    cluster's dated posts that month and the share of them using the term."""
-    columns = {str(term): i for i, term in enumerate(counted.vocabulary)}
-    followed = terms.filter(pl.col("rank") <= TREND_TERMS).filter(
-        pl.col("term").is_in(list(columns))
+    cluster's dated posts that month and the share of them using the term (`term_presence`)."""
+    followed = terms.filter(pl.col("rank") <= TREND_TERMS).select(
+        pl.col("cluster_id").cast(pl.Int32), "term"
     )
     posts = (
         texts.select(*USER_KEYS, "created_at")
-        .with_row_index("row")
+        .with_row_index("text_row")
         .join(members.select(*USER_KEYS, pl.col("cluster_id").cast(pl.Int32)), on=USER_KEYS)
         .filter(pl.col("created_at").is_not_null())
         .with_columns(month=pl.col("created_at").dt.truncate("1mo").dt.date())
     )
     monthly = posts.group_by("cluster_id", "month").agg(posts=pl.len().cast(pl.Int32))
-    used = []
-    for cluster_id, term in followed.select("cluster_id", "term").iter_rows():
-        own = posts.filter(pl.col("cluster_id") == cluster_id)
-        present = counted.counts[own["row"].to_numpy(), columns[term]].toarray().ravel() > 0
-        used.append(
-            own.filter(pl.Series(present))
-            .group_by("month")
-            .agg(using=pl.len())
-            .with_columns(cluster_id=pl.lit(cluster_id, pl.Int32), term=pl.lit(term))
-        )
-    pairs = followed.select(pl.col("cluster_id").cast(pl.Int32), "term").join(
-        monthly, on="cluster_id"
+    using = (
+        posts.join(presence, on="text_row")
+        .join(followed, on=["cluster_id", "term"])
+        .group_by("cluster_id", "month", "term")
+        .agg(using=pl.len())
     )
-    if used:
-        pairs = pairs.join(pl.concat(used), on=["cluster_id", "month", "term"], how="left")
-    else:
-        pairs = pairs.with_columns(using=pl.lit(0))
-    return pairs.select(
-        "cluster_id",
-        "month",
-        "term",
-        "posts",
-        share=pl.col("using").fill_null(0) / pl.col("posts"),
-    ).sort("cluster_id", "term", "month")
+    return (
+        followed.join(monthly, on="cluster_id")
+        .join(using, on=["cluster_id", "month", "term"], how="left")
+        .select(
+            "cluster_id",
+            "month",
+            "term",
+            "posts",
+            share=pl.col("using").fill_null(0) / pl.col("posts"),
+        )
+        .sort("cluster_id", "term", "month")
+    )
 
 
 def rising_terms(trends: pl.DataFrame, top: int) -> pl.DataFrame:
@@ -317,40 +310,24 @@ def rising_terms(trends: pl.DataFrame, top: int) -> pl.DataFrame:
 
 
 def cluster_term_use(
-    texts: pl.DataFrame, counted: TermCounts, members: pl.DataFrame
+    texts: pl.DataFrame, presence: pl.DataFrame, members: pl.DataFrame
 ) -> pl.DataFrame:
-    """Per cluster, its TERM_USE_KEPT most widely used terms: uses (occurrences) and
-    users_share (the share of its posting members who use the term; label.member_spread)."""
-    users = members.select(*USER_KEYS, pl.col("cluster_id").cast(pl.Int32))
-    own = texts.select(USER_KEYS).with_row_index("text_row").join(users, on=USER_KEYS)
-    rows = []
-    if own.height and counted.counts.shape[1]:
-        counts = counted.counts[own["text_row"].to_numpy()]
-        cluster_of_text = own["cluster_id"].to_numpy()
-        n_clusters = int(users["cluster_id"].max()) + 1
-        spread = member_spread(counts, rows_of(own, users), cluster_of_text, n_clusters)
-        uses = np.asarray((indicator(cluster_of_text, n_clusters) @ counts).todense())
-        for cluster_id in range(n_clusters):
-            best = np.lexsort((-uses[cluster_id], -spread[cluster_id]))[:TERM_USE_KEPT]
-            rows += [
-                (
-                    cluster_id,
-                    str(counted.vocabulary[t]),
-                    int(uses[cluster_id, t]),
-                    spread[cluster_id, t],
-                )
-                for t in best
-                if uses[cluster_id, t] > 0
-            ]
-    return pl.DataFrame(rows, schema=TERM_USE_SCHEMA, orient="row")
-
-
-TERM_USE_SCHEMA = {
-    "cluster_id": pl.Int32,
-    "term": pl.Utf8,
-    "uses": pl.Int32,
-    "users_share": pl.Float64,
-}
+    """Per cluster and label term (of any cluster) its members use: uses (posts using it) and
+    users_share (the share of its posting members who use it)."""
+    posts = (
+        texts.select(USER_KEYS)
+        .with_row_index("text_row")
+        .join(members.select(*USER_KEYS, pl.col("cluster_id").cast(pl.Int32)), on=USER_KEYS)
+    )
+    posting = posts.group_by("cluster_id").agg(posting=pl.struct(USER_KEYS).n_unique())
+    return (
+        posts.join(presence, on="text_row")
+        .group_by("cluster_id", "term")
+        .agg(uses=pl.len().cast(pl.Int32), users=pl.struct(USER_KEYS).n_unique())
+        .join(posting, on="cluster_id")
+        .select("cluster_id", "term", "uses", users_share=pl.col("users") / pl.col("posting"))
+        .sort("cluster_id", "term")
+    )
 
 
 def compare_terms(term_use: pl.DataFrame, a: int, b: int, top: int) -> dict[str, pl.DataFrame]:
@@ -413,12 +390,12 @@ def describe_behaviour(
     `texts`: the cleaned posts with their time (`dated_texts`)."""
     posts = clustered_posts(activity, members)
     edges = interaction_edges(activity, mentions)
-    counted = count_terms(texts["text_clean"].to_list())
+    presence = term_presence(texts, terms["term"].unique().sort().to_list())
     return {
         "cluster_activity": cluster_activity(posts, timezone),
         "cluster_engagement": cluster_engagement(posts),
         "cluster_weekly": cluster_weekly(posts, members),
-        "cluster_topics": topic_trends(texts, counted, members, terms),
+        "cluster_topics": topic_trends(texts, presence, members, terms),
         "cluster_interactions": cluster_interactions(edges, members),
         "cluster_accounts": pl.concat(
             [
@@ -426,7 +403,7 @@ def describe_behaviour(
                 bridge_accounts(edges, members, top_accounts),
             ]
         ),
-        "cluster_term_use": cluster_term_use(texts, counted, members),
+        "cluster_term_use": cluster_term_use(texts, presence, members),
     }
 
 
