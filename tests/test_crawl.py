@@ -504,6 +504,28 @@ def test_cli_crawl_prints_counts_and_records_the_crawl(
     assert bad.exit_code == 1 and "is not a date like 2024-01-31" in bad.output
 
 
+ENGAGEMENT = "SUM(likes), SUM(replies), SUM(reposts), COUNT(*) FILTER (kind = 'photo')"
+
+
+def demo_engagement(db: Path) -> list[tuple]:
+    """Per page: its summed likes, replies, reposts and photo posts, as the demo stored them."""
+    return rows(
+        db,
+        f"SELECT u.display_name, {ENGAGEMENT} FROM posts p JOIN users u USING (platform, user_id) "
+        "GROUP BY ALL ORDER BY 1",
+    )
+
+
+def sample_engagement(sample: pl.DataFrame) -> list[tuple]:
+    """The same from the sample's Facebook columns (its one over-long post is not stored)."""
+    stored = sample.filter(pl.col("text").str.len_chars() <= 20_000)
+    sums = stored.group_by("user_id").agg(
+        pl.col("num_reactions", "num_comments", "num_shares").sum(),
+        (pl.col("status_type") == "photo").sum(),
+    )
+    return sorted(sums.rows())
+
+
 def test_demo_collects_the_sample_with_the_spider(prefect_harness, make_settings, sample):
     settings = make_settings()
     summary = collect_demo_sample(settings)
@@ -512,6 +534,7 @@ def test_demo_collects_the_sample_with_the_spider(prefect_harness, make_settings
     assert summary.total("skipped") == 1
     labels = dict(rows(settings.db, "SELECT display_name, label FROM users"))
     assert labels == dict(sample.select("user_id", "user_label").unique().iter_rows())
+    assert demo_engagement(settings.db) == sample_engagement(sample)  # served, crawled, stored
     again = collect_demo_sample(settings)  # a rerun is incremental: nothing new
     assert again.total("new") == 0 and again.total("unchanged") == 0
 

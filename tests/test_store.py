@@ -69,7 +69,12 @@ def test_conform_orders_types_and_fills_the_declared_columns():
     conformed = store.POSTS.conform(rows.with_columns(kind=pl.lit(None, pl.Utf8)))
     assert conformed.schema == pl.Schema(store.POSTS.given)  # declared names, order and types
     row = conformed.row(0, named=True)
-    assert (row["post_id"], row["text"], row["created_at"], row["kind"]) == ("1", "t", None, "original")
+    assert (row["post_id"], row["text"], row["created_at"], row["kind"]) == (
+        "1",
+        "t",
+        None,
+        "original",
+    )
     with pytest.raises(pl.exceptions.ColumnNotFoundError):  # a required column is never made up
         store.POSTS.conform(rows.drop("text"))
 
