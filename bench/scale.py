@@ -53,7 +53,8 @@ from pipeline.settings import RefreshOptions, load_settings  # noqa: E402
 
 ACCOUNTS = 302
 STUDY_POSTS = 716_649
-STAGES = ["clean", "embed", "profile", "reduce", "cluster", "label", "publish", "recommend"]
+STAGES = ["clean", "embed", "profile", "reduce", "cluster", "label", "behaviour", "publish"]
+STAGES += ["recommend"]
 STAGES += ["report", "show_in_ui"]
 MIN_SENTENCE_CHARS = 25
 

@@ -439,6 +439,32 @@ def recommend(
     console.print(view)
 
 
+@app.command("cluster")
+def cluster_command(
+    cluster_id: Annotated[int, typer.Argument(help="cluster id (`tribes clusters` lists them)")],
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
+    """How to reach one cluster: best times to post, what engages it, its central and bridging
+    accounts, rising topics and top products."""
+    from flows.facts import show_fact_sheet
+
+    config = settings()
+    run_guarded(lambda: show_fact_sheet(console, config, cluster_id, run))
+
+
+@app.command()
+def compare(
+    a: Annotated[int, typer.Argument(help="a cluster id")],
+    b: Annotated[int, typer.Argument(help="another cluster id")],
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
+    """What two clusters share and what sets each apart: terms, activity, engagement."""
+    from flows.facts import show_comparison
+
+    config = settings()
+    run_guarded(lambda: show_comparison(console, config, a, b, run))
+
+
 @app.command("report")
 def report_command(
     run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,

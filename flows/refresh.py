@@ -1,4 +1,4 @@
-"""The refresh flow: clean → embed → profile → reduce → cluster → label → publish.
+"""The refresh flow: clean → embed → profile → reduce → cluster → label → behaviour → publish.
 
 Tasks hand each other small values (the database path, the data version, file paths in the
 state folder), never big arrays. Each stage is declared once (`Stage`, flows/cache.py): its
@@ -11,6 +11,7 @@ refresh of a database runs at a time: a second one waits for the first, then reu
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from flows.notify import notify_failure
 from flows.retention import keep_latest_runs
 from flows.vectors import embed_missing
 from pipeline import assign as assign_step
+from pipeline import behaviour as behaviour_step
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -88,6 +90,13 @@ LABEL = Stage(
     "parquet",
     companion=".terms.parquet",
 )
+BEHAVIOUR = Stage(  # keyed by the run's memberships and terms and the activity data version
+    "behaviour",
+    ("clean_path", "cluster_path", "label_path", "activity_version"),
+    ("timezone",),
+    "parquet",
+)
+TOP_ACCOUNTS = 10  # central and bridging accounts kept per cluster
 
 
 @contextmanager
@@ -240,6 +249,54 @@ def label(
     return out
 
 
+@stage_task(BEHAVIOUR, retries=1)
+def behaviour(
+    settings: Settings,
+    out: str,
+    clean_path: str,
+    cluster_path: str,
+    label_path: str,
+    activity_version: str,
+) -> str:
+    """Per cluster: activity by weekday and hour, engagement by kind, weekly posts, topics over
+    time, interactions, central and bridging accounts, term use (store.BEHAVIOUR_TABLES)."""
+    if not BEHAVIOUR.done(out):
+        with open_db(settings) as con:
+            activity, mentions = store.read_post_activity(con), store.read_mentions(con)
+        tables = behaviour_step.describe_behaviour(
+            activity,
+            mentions,
+            behaviour_step.dated_texts(pl.read_parquet(clean_path), activity),
+            pl.read_parquet(cluster_path),
+            pl.read_parquet(LABEL.companion_of(label_path)),
+            settings.timezone,
+            TOP_ACCOUNTS,
+        )
+        packed = pl.DataFrame({"table": list(tables), "ipc": [ipc(t) for t in tables.values()]})
+        write_atomically(Path(out), packed.write_parquet)
+    return out
+
+
+def ipc(table: pl.DataFrame) -> bytes:
+    """A frame as Arrow IPC bytes (one cell of the behaviour artifact)."""
+    buffer = io.BytesIO()
+    table.write_ipc(buffer)
+    return buffer.getvalue()
+
+
+def behaviour_tables(path: str) -> dict[str, pl.DataFrame]:
+    """The behaviour stage's tables, by name."""
+    packed = pl.read_parquet(path)
+    return {
+        row["table"]: pl.read_ipc(io.BytesIO(row["ipc"])) for row in packed.iter_rows(named=True)
+    }
+
+
+def current_activity_version(settings: Settings) -> str:
+    with open_db(settings) as con:
+        return store.activity_version(con)
+
+
 @task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2, task_run_name="publish")
 def publish(
     settings: Settings,
@@ -248,6 +305,7 @@ def publish(
     profile_path: str,
     cluster_path: str,
     label_path: str,
+    behaviour_path: str,
     timings: dict[str, float],
 ) -> None:
     """Write the run's results (with its cluster centres, for `tribes assign`) and mark it
@@ -257,8 +315,9 @@ def publish(
     terms = pl.read_parquet(LABEL.companion_of(label_path))
     centres = assign_step.centroids(np.load(profile_path)["profiles"], members)
     n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
+    tables = behaviour_tables(behaviour_path)
     with open_db(settings) as con:
-        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts, centres)
+        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts, centres, tables)
 
 
 def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:
@@ -374,7 +433,25 @@ def refresh_now(settings: Settings, full: bool) -> str:
             model_id=model.model_id,
             cluster_path=cluster_path,
         )
-        publish(settings, run_id, clean_path, profile_path, cluster_path, label_path, timings)
+        behaviour_path = run_stage(
+            timings,
+            behaviour,
+            settings=settings,
+            clean_path=clean_path,
+            cluster_path=cluster_path,
+            label_path=label_path,
+            activity_version=current_activity_version(settings),
+        )
+        publish(
+            settings,
+            run_id,
+            clean_path,
+            profile_path,
+            cluster_path,
+            label_path,
+            behaviour_path,
+            timings,
+        )
     except BaseException as exc:
         mark_failed(settings, run_id, exc)
         raise

@@ -23,6 +23,7 @@ import polars as pl
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
+from pipeline import behaviour as bh
 from pipeline.changes import Changes, compare_runs
 
 # Okabe-Ito and Tableau 10: distinguishable, colour-blind friendly first
@@ -64,6 +65,9 @@ class ReportData:
     previous_members: pl.DataFrame | None = None
     previous_clusters: pl.DataFrame | None = None
     n_products: int = 0
+    behaviour: dict[str, pl.DataFrame] | None = None  # store.read_behaviour
+    timezone: str = "UTC"  # of the behaviour tables' weekdays and hours
+    min_kind_posts: int = 5
 
     def changes(self) -> Changes:
         """How this run's clusters differ from the previous completed run's."""
@@ -442,6 +446,8 @@ def render_html(
     figure = figure or json.loads(map_figure(data).to_json())
     init_js = Markup(_map_script().replace("FIGURE", str(script_json(figure)), 1))
     plotly_js = _plotly_js()
+    behaviour, figures = behaviour_views(data)
+    behaviour_js = figures_js(figures)
     run = data.run
     timings = run.get("timings") or {}
     slowest = max(timings.values(), default=1.0) or 1.0
@@ -460,6 +466,178 @@ def render_html(
         n_provisional=int(data.members["provisional"].sum()),
         plotly_js=plotly_js,
         init_js=init_js,
-        csp=content_security_policy([plotly_js, init_js]),
+        behaviour=behaviour,
+        behaviour_js=behaviour_js,
+        csp=content_security_policy([plotly_js, init_js, behaviour_js]),
         generated_at=(generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+# ---------------------------------------------------------------- how to reach each cluster
+
+
+def nearest_clusters(term_use: pl.DataFrame) -> dict[int, int]:
+    """Each cluster's most similar other cluster: cosine of their users_share over terms."""
+    if term_use.height == 0 or term_use["cluster_id"].n_unique() < 2:
+        return {}
+    wide = term_use.pivot(on="term", index="cluster_id", values="users_share").fill_null(0)
+    ids = wide["cluster_id"].to_list()
+    matrix = wide.drop("cluster_id").to_numpy()
+    unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return {cluster_id: ids[int(similarity[i].argmax())] for i, cluster_id in enumerate(ids)}
+
+
+def heatmap_figure(activity: pl.DataFrame, timezone: str) -> dict[str, Any]:
+    """A cluster's posts by weekday (rows) and hour (columns) as a plotly heatmap."""
+    grid = np.zeros((7, 24), dtype=int)
+    for weekday, hour, posts in activity.select("weekday", "hour", "posts").iter_rows():
+        grid[weekday - 1, hour] = posts
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "z": grid.tolist(),
+                "x": [f"{h:02d}" for h in range(24)],
+                "y": list(bh.WEEKDAYS),
+                "colorscale": "Blues",
+                "hovertemplate": "%{y} %{x}:00 · %{z} posts<extra></extra>",
+            }
+        ],
+        "layout": {
+            "height": 260,
+            "margin": {"l": 40, "r": 10, "t": 10, "b": 40},
+            "xaxis": {"title": {"text": f"hour ({html.escape(timezone)})"}},
+            "yaxis": {"autorange": "reversed"},
+        },
+    }
+
+
+def engagement_figure(kinds: pl.DataFrame) -> dict[str, Any]:
+    """Median likes, reposts and replies per post kind, as grouped bars."""
+    names = [html.escape(k) for k in kinds["kind"].to_list()]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": count,
+                "x": names,
+                "y": [0 if v is None else v for v in kinds[f"median_{count}"].to_list()],
+                "customdata": kinds["posts"].to_list(),
+                "hovertemplate": f"%{{x}}: median %{{y}} {count} (%{{customdata}} posts)"
+                "<extra></extra>",
+            }
+            for count in ("likes", "reposts", "replies")
+        ],
+        "layout": {
+            "height": 260,
+            "barmode": "group",
+            "margin": {"l": 40, "r": 10, "t": 10, "b": 40},
+            "legend": {"orientation": "h"},
+        },
+    }
+
+
+def interaction_figure(data: ReportData, matrix: pl.DataFrame) -> dict[str, Any]:
+    """Replies + mentions + reposts from each cluster (rows) to each cluster or outside."""
+    ids = data.clusters["cluster_id"].to_list()
+    targets = [*ids, bh.OUTSIDE]
+    grid = np.zeros((len(ids), len(targets)), dtype=int)
+    total = matrix.with_columns(n=pl.col("replies") + pl.col("mentions") + pl.col("reposts"))
+    for source, target, n in total.select("from_cluster", "to_cluster", "n").iter_rows():
+        if source in ids and target in targets:
+            grid[ids.index(source), targets.index(target)] = n
+    names = [html.escape(f"{c}: {label_of(data.clusters, c)}") for c in ids]
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "z": grid.tolist(),
+                "x": [*names, "outside"],
+                "y": names,
+                "colorscale": "Oranges",
+                "hovertemplate": "%{y} → %{x}: %{z}<extra></extra>",
+            }
+        ],
+        "layout": {
+            "height": 200 + 28 * len(ids),
+            "margin": {"l": 200, "r": 10, "t": 10, "b": 160},
+            "yaxis": {"autorange": "reversed"},
+            "xaxis": {"tickangle": -40},
+        },
+    }
+
+
+def behaviour_views(data: ReportData) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The 'how to reach each cluster' part of the page and its plotly figures by element id;
+    empty when the run has no behaviour tables."""
+    tables = data.behaviour
+    if not tables or tables["cluster_activity"].height + tables["cluster_engagement"].height == 0:
+        return {"clusters": [], "interactions": False}, {}
+    figures: dict[str, Any] = {}
+    nearest = nearest_clusters(tables["cluster_term_use"])
+    order = data.clusters["cluster_id"].to_list()
+    names = data.members.select("platform", "user_id", "name")
+    views = []
+    for cluster_id in order:
+        sheet = bh.fact_sheet(cluster_id, tables, data.recommendations, data.min_kind_posts, top=3)
+        activity = tables["cluster_activity"].filter(pl.col("cluster_id") == cluster_id)
+        figures[f"heat-{cluster_id}"] = heatmap_figure(activity, data.timezone)
+        if sheet["kinds"].height:
+            figures[f"kinds-{cluster_id}"] = engagement_figure(sheet["kinds"])
+        other = nearest.get(cluster_id)
+        views.append(
+            {
+                "id": cluster_id,
+                "label": label_of(data.clusters, cluster_id),
+                "color": color_of(cluster_id, order),
+                "peaks": sheet["peak_times"].to_dicts(),
+                "days": sheet["days"].filter(pl.col("posts") > 0).head(3).to_dicts(),
+                "kinds": sheet["kinds"].to_dicts(),
+                "few_kinds": sheet["few_kinds"],
+                "central": named(sheet["central"], names),
+                "bridges": named(sheet["bridges"], names),
+                "rising": sheet["rising"].to_dicts(),
+                "products": sheet["products"].to_dicts(),
+                "compare": None
+                if other is None
+                else {
+                    "other": other,
+                    "other_label": label_of(data.clusters, other),
+                    **{
+                        side: frame["term"].to_list()
+                        for side, frame in bh.compare_terms(
+                            tables["cluster_term_use"], cluster_id, other, 6
+                        ).items()
+                    },
+                },
+            }
+        )
+    interactions = tables["cluster_interactions"]
+    if interactions.height:
+        figures["interactions"] = interaction_figure(data, interactions)
+    return {
+        "clusters": views,
+        "interactions": bool(interactions.height),
+        "timezone": data.timezone,
+        "min_kind_posts": data.min_kind_posts,
+    }, figures
+
+
+def named(accounts: pl.DataFrame, names: pl.DataFrame) -> list[dict[str, Any]]:
+    """`accounts` rows with each one's display name (`name`)."""
+    return (
+        accounts.join(names, on=["platform", "user_id"], how="left", maintain_order="left")
+        .with_columns(name=pl.coalesce("name", "user_id"))
+        .to_dicts()
+    )
+
+
+def figures_js(figures: dict[str, Any]) -> Markup:
+    """The script drawing `figures` (element id → plotly figure) where their elements exist."""
+    return Markup(
+        f"(function () {{ var figs = {script_json(figures)}; for (var id in figs) {{ "
+        "var el = document.getElementById(id); if (el) Plotly.newPlot(el, figs[id].data, "
+        "figs[id].layout, {displaylogo: false, responsive: true}); } })();"
     )

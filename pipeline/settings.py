@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +42,18 @@ def model_name(value: str) -> str:
 
 
 ModelName = Annotated[str, AfterValidator(model_name)]
+
+
+def time_zone(value: str) -> str:
+    """An IANA time zone name (Europe/Paris, UTC); anything else is refused."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name like Europe/Paris)") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(time_zone)]
 
 CRAWL_SETTINGS = {
     "sources",
@@ -165,6 +178,15 @@ class Settings(BaseSettings):
     top_terms: int = Field(10, ge=1, le=100)
     representative_posts: int = Field(3, ge=1, le=50)
     label_terms: int = Field(3, ge=1, le=10)
+
+    # behaviour (pipeline/behaviour.py: activity, engagement, interactions per cluster)
+    timezone: TimeZone = Field(
+        "UTC",
+        description="IANA time zone of the posting-time heatmap and best hours (e.g. Europe/Paris)",
+    )
+    min_kind_posts: int = Field(
+        5, ge=1, description="a post kind needs this many posts in a cluster to rank its engagement"
+    )
 
     # crawl (scrapers/, `tribes crawl`)
     sources: Path = Field(Path("sources.yaml"), description="what `tribes crawl` collects")

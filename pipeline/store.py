@@ -120,6 +120,33 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE user_clusters ADD COLUMN provisional BOOLEAN DEFAULT false",
         "ALTER TABLE recommendations ADD COLUMN provisional BOOLEAN DEFAULT false",
     ],
+    # behaviour per cluster and run (issue 16, pipeline/behaviour.py; BEHAVIOUR_TABLES)
+    [
+        """CREATE TABLE cluster_activity (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            weekday TINYINT NOT NULL, hour TINYINT NOT NULL, posts INTEGER NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, weekday, hour))""",
+        """CREATE TABLE cluster_engagement (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            kind VARCHAR NOT NULL, posts INTEGER NOT NULL, median_likes DOUBLE,
+            median_reposts DOUBLE, median_replies DOUBLE,
+            PRIMARY KEY (run_id, cluster_id, kind))""",
+        """CREATE TABLE cluster_weekly (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            week DATE NOT NULL, posts INTEGER NOT NULL, active_users INTEGER NOT NULL,
+            posts_per_user DOUBLE NOT NULL, PRIMARY KEY (run_id, cluster_id, week))""",
+        """CREATE TABLE cluster_topics (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            month DATE NOT NULL, term VARCHAR NOT NULL, posts INTEGER NOT NULL,
+            share DOUBLE NOT NULL, PRIMARY KEY (run_id, cluster_id, term, month))""",
+        """CREATE TABLE cluster_interactions (run_id VARCHAR NOT NULL,
+            from_cluster INTEGER NOT NULL, to_cluster INTEGER NOT NULL, replies INTEGER NOT NULL,
+            mentions INTEGER NOT NULL, reposts INTEGER NOT NULL,
+            PRIMARY KEY (run_id, from_cluster, to_cluster))""",
+        """CREATE TABLE cluster_accounts (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            role VARCHAR NOT NULL, rank INTEGER NOT NULL, platform VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL, score DOUBLE NOT NULL, interactions INTEGER NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, role, rank))""",
+        """CREATE TABLE cluster_term_use (run_id VARCHAR NOT NULL, cluster_id INTEGER NOT NULL,
+            term VARCHAR NOT NULL, uses INTEGER NOT NULL, users_share DOUBLE NOT NULL,
+            PRIMARY KEY (run_id, cluster_id, term))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -732,12 +759,24 @@ def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> s
     return run_id
 
 
-RUN_RESULT_TABLES = (
+BEHAVIOUR_TABLES = (  # pipeline/behaviour.describe_behaviour's tables, written at publish
+    "cluster_activity",
+    "cluster_engagement",
+    "cluster_weekly",
+    "cluster_topics",
+    "cluster_interactions",
+    "cluster_accounts",
+    "cluster_term_use",
+)
+
+
+RUN_RESULT_TABLES = (  # every table holding a run's results (pruned and failed runs lose them)
     "user_clusters",
     "clusters",
     "cluster_terms",
     "recommendations",
     "cluster_centroids",
+    *BEHAVIOUR_TABLES,
 )
 
 
@@ -761,12 +800,14 @@ def complete_run(
     timings: dict[str, float],
     n_posts: int,
     centroids: pl.DataFrame | None = None,
+    behaviour: dict[str, pl.DataFrame] | None = None,
 ) -> None:
-    """Write a run's results (and its cluster centres, for `tribes assign`) and mark it
-    completed, all in one transaction."""
+    """Write a run's results (with its cluster centres, for `tribes assign`, and its
+    BEHAVIOUR_TABLES) and mark it completed, all in one transaction."""
     tables = [("user_clusters", user_clusters), ("clusters", clusters), ("cluster_terms", terms)]
     if centroids is not None:
         tables.append(("cluster_centroids", centroids))
+    tables += list((behaviour or {}).items())
     with transaction(con):
         for table, rows in tables:
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
@@ -860,6 +901,17 @@ def kept_runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         """SELECT run_id, finished_at, n_posts, n_users, n_clusters FROM runs
         WHERE status = 'completed' ORDER BY started_at DESC""",
     )
+
+
+# ---------------------------------------------------------------- behaviour per cluster (issue 16)
+
+
+def read_behaviour(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pl.DataFrame]:
+    """A run's behaviour tables, by name, without the run_id column."""
+    return {
+        table: frame(con, f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?", [run_id])
+        for table in BEHAVIOUR_TABLES
+    }
 
 
 # ---------------------------------------------------------------- runs and crawls left running

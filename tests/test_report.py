@@ -133,7 +133,7 @@ def test_report_is_self_contained(reported):
     assert not re.search(r"<(script|img|iframe|link)\b[^>]*\b(src|href)\s*=", html, re.I)
     assert "@import" not in html and "url(http" not in html
     assert "default-src 'none'" in unescape(html)  # CSP: nothing fetched, only our scripts run
-    assert html.count("<script>") == 2  # the inlined plotly.js bundle and the map's data
+    assert html.count("<script>") == 3  # the plotly.js bundle, the map, the behaviour charts
 
 
 def test_hostile_text_is_escaped_everywhere(reported):
