@@ -317,7 +317,17 @@ def publish(
     n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
     tables = behaviour_tables(behaviour_path)
     with open_db(settings) as con:
-        store.complete_run(con, run_id, members, clusters, terms, timings, n_posts, centres, tables)
+        store.complete_run(
+            con,
+            run_id,
+            members,
+            clusters,
+            terms,
+            timings,
+            n_posts,
+            centroids=centres,
+            behaviour=tables,
+        )
 
 
 def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:

@@ -799,6 +799,7 @@ def complete_run(
     terms: pl.DataFrame,
     timings: dict[str, float],
     n_posts: int,
+    *,
     centroids: pl.DataFrame | None = None,
     behaviour: dict[str, pl.DataFrame] | None = None,
 ) -> None:

@@ -398,6 +398,7 @@ def report_data() -> ReportData:
         known_label=pl.lit(None, pl.Utf8),
         probability=pl.lit(1.0),
         is_outlier=pl.lit(False),
+        provisional=pl.lit(False),
         x=pl.col("cluster_id").cast(pl.Float64),
         y=pl.lit(0.0),
         n_posts=pl.lit(2),
@@ -509,7 +510,7 @@ def small_run(make_settings) -> Settings:
             data.terms,
             {},
             13,
-            data.behaviour,
+            behaviour=data.behaviour,
         )
         store.write_recommendations(
             con,

@@ -62,12 +62,14 @@ def test_prune_keeps_the_newest_completed_runs_and_everything_newer(tmp_path: Pa
         failed = store.start_run(con, {}, "v1")
         store.fail_run(con, failed, "boom")
         running = store.start_run(con, {}, "v1")
+        before = {run_id: rows_of(con, run_id) for run_id in ids}
+        assert all(before[run_id]["user_clusters"] == 1 for run_id in ids)
         assert store.prune_runs(con, 5) == []  # only four completed: nothing is older
         assert store.prune_runs(con, 2) == ids[:2]
         for old in ids[:2]:
             assert set(rows_of(con, old).values()) == {0}
         for kept in ids[2:]:
-            assert rows_of(con, kept) == dict.fromkeys([*store.RUN_RESULT_TABLES, "runs"], 1)
+            assert rows_of(con, kept) == before[kept]  # untouched
         assert store.kept_runs(con)["run_id"].to_list() == ids[:1:-1]  # newest first
         left = store.frame(con, "SELECT run_id FROM runs")["run_id"].to_list()
         assert set(left) == {*ids[2:], failed, running}
