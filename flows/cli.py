@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -111,17 +112,71 @@ def run_guarded(action):
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
+def show_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"tribes {version('tribes')}")
+        raise typer.Exit()
+
+
+def prefect_console(verbose: bool) -> None:
+    """Prefect's INFO lines reach the terminal only with -v (the Prefect UI gets them always);
+    warnings and errors always do. Set before Prefect configures its logging, and on its
+    console handlers when it has (a process that imported it already)."""
+    level = "INFO" if verbose else "WARNING"
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, PrefectConsoleHandler):
+                    handler.setLevel(level)
+
+
+def show_progress(ctx: typer.Context, forced: bool | None) -> None:
+    """Progress bars on stderr for this command: when it is a terminal, or as forced."""
+    from flows import progress
+    from flows.console import ProgressBars
+
+    if forced is False or (forced is None and not errors.is_terminal):
+        return
+    bars = ProgressBars(SafeConsole(stderr=True, force_terminal=True) if forced else errors)
+    ctx.with_resource(bars)
+    ctx.with_resource(progress.showing(bars))
+
+
 @app.callback()
 def main(
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env TRIBES_DB]")] = None,
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None, typer.Option(help="DuckDB file; default from env TRIBES_DB or tribes.toml")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show Prefect's INFO log lines")
+    ] = False,
+    bars: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="progress bars on stderr; default: on a terminal"
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="print the version"),
+    ] = False,
 ) -> None:
     """Tribes: find the interest communities among social-media users."""
     from flows.lifetime import stop_on_signals
 
     stop_on_signals()  # Ctrl-C and SIGTERM stop any command within seconds
+    prefect_console(verbose)
     state["db"] = db
     state["settings"] = settings()
     prepare(loaded())
+    show_progress(ctx, bars)
 
 
 @app.command("import")
@@ -197,9 +252,22 @@ def refresh(
 
     run_id = run_guarded(lambda: refresh_flow(db=str(config.db), options=options, full=full))
     show_clusters(config, run_id)
+    show_refresh_time(config, run_id)
     page = config.reports_dir / run_id / "report.html"
     if page.exists():
         console.print(f"report: {page.resolve()}", highlight=False, soft_wrap=True)
+
+
+def show_refresh_time(config: Settings, run_id: str) -> None:
+    from pipeline import store
+    from pipeline.report import refresh_time
+
+    def read():
+        with store.open(config) as con:
+            return store.run_info(con, run_id)
+
+    took = refresh_time(run_guarded(read))
+    console.print(f"run {run_id}: refresh time {took}", highlight=False, soft_wrap=True)
 
 
 def check_refresh(config: Settings) -> None:
@@ -277,17 +345,10 @@ def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10
 
     table = run_guarded(read)
     view = Table(title="Refresh runs")
-    for column in (
-        "run",
-        "status",
-        "started (UTC)",
-        "seconds",
-        "posts",
-        "users",
-        "clusters",
-        "error",
-    ):
-        view.add_column(column, overflow="fold")
+    view.add_column("run", no_wrap=True, min_width=max(map(len, table["run_id"]), default=3))
+    for column in ("status", "started (UTC)", "seconds", "posts", "users", "clusters"):
+        view.add_column(column, no_wrap=True)
+    view.add_column("error", overflow="fold", ratio=1)  # only the error wraps (ids copy whole)
     for row in table.iter_rows(named=True):
         view.add_row(
             row["run_id"],
