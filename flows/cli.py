@@ -441,6 +441,21 @@ def report_command(
 
 
 @app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="folder the files are written to")],
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or json")] = "csv",
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
+    """Write a run's users (cluster, probability, x, y), clusters (label, terms), terms and
+    recommendations as files for other tools (columns: docs/export.md)."""
+    from flows.export import export_run
+
+    config = settings()
+    for path in run_guarded(lambda: export_run(config, run, fmt, out)):
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def crawl(
     sources: Annotated[Path | None, typer.Option(help="default sources.yaml")] = None,
     source: Annotated[str | None, typer.Option(help="crawl only the source of this name")] = None,
