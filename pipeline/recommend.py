@@ -188,9 +188,10 @@ QUOTE_MARKS = tuple('"“”„«»')
 
 
 def quoted(post: str, limit: int = 120) -> str:
-    """A post cut at a word (`excerpt`), in quotation marks unless it opens with its own."""
+    """A post cut at a word (`excerpt`), in typographic quotation marks (a post's own straight
+    ones never double them) unless it opens with its own."""
     text = excerpt(post, limit)
-    return text if text.startswith(QUOTE_MARKS) else f'"{text}"'
+    return text if text.startswith(QUOTE_MARKS) else f"“{text}”"
 
 
 def cluster_reason(terms: list[str], post: str | None) -> str:

@@ -93,9 +93,10 @@ def test_reasons_never_double_a_quote() -> None:
     text = post["text"][0]
     assert text.startswith('"')
     for reason in (user_reason(text), cluster_reason(["politics"], text)):
-        assert '""' not in reason, reason
+        assert '""' not in reason and "“" not in reason, reason
         assert 'post: "The left is mad' in reason and reason.endswith("…")
-    assert user_reason("plain words") == 'post: "plain words"'
+    assert user_reason("plain words") == "post: “plain words”"
+    assert user_reason('He said "no"') == 'post: “He said "no"”'  # not ...no""
 
 
 def test_representative_posts_and_reasons_are_cut_at_words(rerun: Path) -> None:
