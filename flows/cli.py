@@ -122,11 +122,12 @@ def show_version(asked: bool) -> None:
 
 def prefect_console(verbose: bool) -> None:
     """Prefect's INFO lines reach the terminal only with -v (the Prefect UI gets them always);
-    warnings and errors always do. Set before Prefect configures its logging, and on its
-    console handlers when it has (a process that imported it already)."""
+    warnings and errors always do. Set before Prefect configures its logging, or on its console
+    handlers when it has (a process that imported it already, e.g. a test)."""
     level = "INFO" if verbose else "WARNING"
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
-    if "prefect.logging.handlers" in sys.modules:
+    if "prefect.logging.handlers" not in sys.modules:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    else:
         from prefect.logging.handlers import PrefectConsoleHandler
 
         loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
