@@ -142,7 +142,7 @@ def watching(path: Path) -> Iterator[None]:
         except (OSError, ValueError):  # not written yet
             return
         posts = f"{counts['posts']} posts, {progress.rate('crawl', counts['posts'], 'posts')}"
-        progress.advance("crawl", counts["started"], counts["accounts"], posts)
+        progress.advance("crawl", counts["done"], counts["accounts"], posts)
 
     def follow() -> None:
         while not done.wait(0.5):

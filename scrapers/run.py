@@ -26,7 +26,7 @@ from scrapy.settings import Settings as ScrapySettings
 from pipeline.settings import Settings, load_settings
 from scrapers.platforms import project_settings
 from scrapers.sources import Source, load_sources
-from scrapers.tally import rows
+from scrapers.tally import ACCOUNTS_DONE, POSTS_SEEN, rows
 
 REPORTED_STATS = (
     "downloader/request_count",
@@ -120,16 +120,17 @@ def crawl(
 
 
 def report_progress(path: Path, crawlers: list[Crawler], total: int, final: bool = False) -> None:
-    """Replace `path` with the crawl's counts so far (JSON: accounts in all and started, posts
-    scraped), each second while the reactor runs (or once, `final`): `tribes crawl`'s progress."""
+    """Replace `path` with the crawl's counts so far (JSON: accounts in all and crawled to the
+    end, posts found), each second while the reactor runs (or once, `final`): `tribes crawl`'s
+    progress."""
     from twisted.internet import task
 
     def write() -> None:
         stats = [c.stats for c in crawlers if c.stats]
         counts = {
             "accounts": total,
-            "started": sum(len(rows(s)) for s in stats),
-            "posts": sum(s.get_value("item_scraped_count", 0) for s in stats),
+            "done": sum(s.get_value(ACCOUNTS_DONE, 0) for s in stats),
+            "posts": sum(s.get_value(POSTS_SEEN, 0) for s in stats),
         }
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps(counts), encoding="utf-8")
