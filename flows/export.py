@@ -41,7 +41,8 @@ def flat(table: pl.DataFrame) -> pl.DataFrame:
     """`table` with each list column as JSON text (CSV holds no lists)."""
     lists = [name for name, kind in table.schema.items() if isinstance(kind, pl.List)]
     return table.with_columns(
-        pl.col(name).map_elements(json.dumps, return_dtype=pl.Utf8) for name in lists
+        pl.Series(name, [None if v is None else json.dumps(v) for v in table[name].to_list()])
+        for name in lists
     )
 
 
