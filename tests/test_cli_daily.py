@@ -131,15 +131,43 @@ def test_cached_refresh_reports_the_first_computation_time(rerun: Path) -> None:
     assert "embed (cached)" in page
 
 
+def test_cached_time_comes_from_the_first_run_of_the_same_data_and_settings(workdir) -> None:
+    from datetime import datetime, timedelta
+
+    from pipeline.report import refresh_time
+
+    def run(con, settings, version, started, seconds, cached):
+        run_id = store.start_run(con, settings, version)
+        timings = {"clean": 0.5, **({store.CACHED: cached} if cached else {})}
+        con.execute(
+            "UPDATE runs SET status = 'completed', started_at = ?, finished_at = ?, "
+            "timings = ? WHERE run_id = ?",
+            [started, started + timedelta(seconds=seconds), json.dumps(timings), run_id],
+        )
+        return run_id
+
+    day = datetime(2026, 1, 1)
+    with store.open(workdir / "t.duckdb", "write") as con:
+        first = run(con, {"seed": 1}, "v1", day, 41.0, [])
+        other = run(con, {"seed": 2}, "v1", day + timedelta(hours=1), 12.0, [])
+        cached = run(con, {"seed": 1}, "v1", day + timedelta(hours=2), 3.4, STAGES)
+        partly = run(con, {"seed": 1}, "v2", day + timedelta(hours=3), 9.0, ["clean"])
+        infos = {r: store.run_info(con, r) for r in (first, other, cached, partly)}
+    assert refresh_time(infos[first]) == "41.0 s" and infos[first]["timings"] == {"clean": 0.5}
+    assert refresh_time(infos[other]) == "12.0 s"
+    assert refresh_time(infos[cached]) == "3.4 s (cached; first computed in 41.0 s)"
+    assert refresh_time(infos[partly]) == "9.0 s (clean cached)"  # new data: no earlier run
+
+
 # ---------------------------------------------------------------- item 3: status, version, help
 
 
-def test_status_run_ids_stay_whole_at_120_columns(rerun: Path, workdir: Path) -> None:
+def test_status_run_ids_stay_whole_at_120_columns(workdir: Path) -> None:
     db = workdir / "t.duckdb"
-    shutil.copy(rerun, db)
     with store.open(db, "write") as con:
-        failed = store.start_run(con, {}, "v")
-        store.fail_run(con, failed, "a long error that would push the table wide " * 5)
+        for _ in range(3):
+            failed = store.start_run(con, {}, "v")
+            store.fail_run(con, failed, "a long error that would push the table wide " * 5)
     result = tribes("--db", str(db), "status", env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
