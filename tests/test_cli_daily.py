@@ -243,6 +243,9 @@ def test_export_errors_are_one_line(rerun: Path, workdir: Path) -> None:
     assert unknown.exit_code == 1 and unknown.stderr.strip().splitlines() == [
         "error: run nope is unknown or not completed (see `tribes status`)"
     ]
+    fmt = tribes("--db", str(rerun), "export", "--format", "xlsx", "--out", str(workdir / "o"))
+    assert fmt.exit_code == 1 and "unknown format 'xlsx'" in fmt.stderr
+    assert not (workdir / "o").exists() or not any((workdir / "o").iterdir())
     locked = workdir / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -254,9 +257,6 @@ def test_export_errors_are_one_line(rerun: Path, workdir: Path) -> None:
         locked.chmod(0o700)
     assert refused.exit_code == 1
     assert refused.stderr.strip().splitlines() == [f"error: export folder {locked} is not writable"]
-    fmt = tribes("--db", str(rerun), "export", "--format", "xlsx", "--out", str(workdir / "o"))
-    assert fmt.exit_code == 1 and "unknown format 'xlsx'" in fmt.stderr
-    assert not (workdir / "o").exists() or not any((workdir / "o").iterdir())
 
 
 # ---------------------------------------------------------------- item 1: progress, quiet output
