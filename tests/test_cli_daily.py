@@ -54,8 +54,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def rerun(tmp_path_factory, refreshed_template: Path) -> Path:
-    """The refreshed sample with the demo catalogue and a second, unchanged refresh (every
-    stage cached; recommendations made)."""
+    """The refreshed sample with the demo catalogue, refreshed twice more: the copy recomputes
+    (the stage cache is keyed by the database's path), the last finds every stage cached."""
     from flows.recommend import import_catalogue
     from flows.refresh import refresh
 
@@ -63,6 +63,7 @@ def rerun(tmp_path_factory, refreshed_template: Path) -> Path:
     shutil.copytree(refreshed_template, folder, dirs_exist_ok=True)
     settings = load_settings(db=folder / "tribes.duckdb")
     import_catalogue(settings, str(PRODUCTS))
+    refresh(db=str(settings.db))
     refresh(db=str(settings.db))
     return settings.db
 
@@ -348,8 +349,7 @@ INFO_LINE = re.compile(r"\| INFO +\|")
 
 
 def test_plain_output_is_the_final_lines_only(rerun: Path, workdir: Path) -> None:
-    shutil.copytree(rerun.parent, workdir / "db", dirs_exist_ok=True)
-    db = workdir / "db" / "tribes.duckdb"
+    db = rerun  # in place: a copy would recompute (the stage cache is keyed by the path)
     imported = cli(db, "import", str(SAMPLE), "--platform", "facebook")
     assert imported.stderr == ""
     assert imported.stdout.startswith("fb_pages_sample.parquet: 4165 rows:")
@@ -365,8 +365,7 @@ def test_plain_output_is_the_final_lines_only(rerun: Path, workdir: Path) -> Non
 def test_forced_progress_and_verbose_show_bars_and_prefect_lines(
     rerun: Path, workdir: Path
 ) -> None:
-    shutil.copytree(rerun.parent, workdir / "db", dirs_exist_ok=True)
-    db = workdir / "db" / "tribes.duckdb"
+    db = rerun  # in place: a copy would recompute (the stage cache is keyed by the path)
     imported = cli(db, "--progress", "import", str(SAMPLE), "--platform", "facebook")
     assert "importing fb_pages_sample.parquet" in imported.stderr
     assert "4165/4165" in imported.stderr
