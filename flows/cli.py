@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -123,17 +124,72 @@ def run_guarded(action):
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
+def show_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"tribes {version('tribes')}")
+        raise typer.Exit()
+
+
+def prefect_console(verbose: bool) -> None:
+    """Prefect's INFO lines reach the terminal only with -v (the Prefect UI gets them always);
+    warnings and errors always do. Set before Prefect configures its logging, or on its console
+    handlers when it has (a process that imported it already, e.g. a test)."""
+    level = "INFO" if verbose else "WARNING"
+    if "prefect.logging.handlers" not in sys.modules:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    else:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, PrefectConsoleHandler):
+                    handler.setLevel(level)
+
+
+def show_progress(ctx: typer.Context, forced: bool | None) -> None:
+    """Progress bars on stderr for this command: when it is a terminal, or as forced."""
+    from flows import progress
+    from flows.console import ProgressBars
+
+    if forced is False or (forced is None and not errors.is_terminal):
+        return
+    bars = ProgressBars(SafeConsole(stderr=True, force_terminal=True) if forced else errors)
+    ctx.with_resource(bars)
+    ctx.with_resource(progress.showing(bars))
+
+
 @app.callback()
 def main(
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [env TRIBES_DB]")] = None,
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None, typer.Option(help="DuckDB file; default from env TRIBES_DB or tribes.toml")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show Prefect's INFO log lines")
+    ] = False,
+    bars: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="progress bars on stderr; default: on a terminal"
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="print the version"),
+    ] = False,
 ) -> None:
     """Tribes: find the interest communities among social-media users."""
     from flows.lifetime import stop_on_signals
 
     stop_on_signals()  # Ctrl-C and SIGTERM stop any command within seconds
+    prefect_console(verbose)
     state["db"] = db
     state["settings"] = settings()
     prepare(loaded())
+    show_progress(ctx, bars)
 
 
 @app.command("import")
@@ -266,9 +322,22 @@ def refresh(
 
     run_id = run_guarded(lambda: refresh_flow(db=str(config.db), options=options, full=full))
     show_clusters(config, run_id)
+    show_refresh_time(config, run_id)
     page = config.reports_dir / run_id / "report.html"
     if page.exists():
         console.print(f"report: {page.resolve()}", highlight=False, soft_wrap=True)
+
+
+def show_refresh_time(config: Settings, run_id: str) -> None:
+    from pipeline import store
+    from pipeline.report import refresh_time
+
+    def read():
+        with store.open(config) as con:
+            return store.run_info(con, run_id)
+
+    took = refresh_time(run_guarded(read))
+    console.print(f"run {run_id}: refresh time {took}", highlight=False, soft_wrap=True)
 
 
 def check_refresh(config: Settings) -> None:
@@ -347,17 +416,10 @@ def status(limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10
 
     table = run_guarded(read)
     view = Table(title="Refresh runs")
-    for column in (
-        "run",
-        "status",
-        "started (UTC)",
-        "seconds",
-        "posts",
-        "users",
-        "clusters",
-        "error",
-    ):
-        view.add_column(column, overflow="fold")
+    view.add_column("run", no_wrap=True, min_width=max(map(len, table["run_id"]), default=3))
+    for column in ("status", "started (UTC)", "seconds", "posts", "users", "clusters"):
+        view.add_column(column, no_wrap=True)
+    view.add_column("error", overflow="fold", ratio=1)  # only the error wraps (ids copy whole)
     for row in table.iter_rows(named=True):
         view.add_row(
             row["run_id"],
@@ -476,6 +538,21 @@ def report_command(
     config = settings()
     page = run_guarded(lambda: write_report(config, run, out))
     console.print(f"report: {page}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="folder the files are written to")],
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or json")] = "csv",
+    run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+) -> None:
+    """Write a run's users (cluster, probability, x, y), clusters (label, terms), terms and
+    recommendations as files for other tools (columns: docs/export.md)."""
+    from flows.export import export_run
+
+    config = settings()
+    for path in run_guarded(lambda: export_run(config, run, fmt, out)):
+        console.print(str(path), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 
 from rich.console import Console, ConsoleOptions, RenderableType
+from rich.progress import TaskID
 from rich.segment import Segment
 from rich.text import Text
 
@@ -40,3 +41,55 @@ class SafeConsole(Console):
                 yield segment
             else:
                 yield Segment(printable(segment.text), segment.style)
+
+
+class ProgressBars:
+    """flows/progress.py's display: one rich bar (or spinner) per task, on `console`; a finished
+    task stays as one line with its outcome."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bars = Progress(
+            SpinnerColumn(finished_text="✓"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressBars:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bars.stop()
+
+    def start(self, key: str, description: str, total: float | None) -> None:
+        self.tasks[key] = self.bars.add_task(printable(description), total=total, note="")
+
+    def update(self, key: str, completed: float, total: float | None, note: str) -> None:
+        if key in self.tasks:
+            self.bars.update(self.tasks[key], completed=completed, note=printable(note))
+            if total is not None:
+                self.bars.update(self.tasks[key], total=total)
+
+    def finish(self, key: str, note: str) -> None:
+        if key in self.tasks:
+            task = self.tasks.pop(key)
+            total = self.bars.tasks[task].total or 1
+            self.bars.update(task, total=total, completed=total, note=printable(note))
+            self.bars.stop_task(task)

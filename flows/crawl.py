@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -22,7 +25,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
-from flows import lifetime
+from flows import lifetime, progress
 from pipeline import store
 from pipeline.settings import Settings, load_settings
 from scrapers.sources import load_sources
@@ -105,6 +108,8 @@ def crawl_command(
         str(db),
         "--report",
         str(report),
+        "--progress",
+        str(report.with_suffix(".progress")),
     ]
     if source:
         command += ["--source", source]
@@ -122,6 +127,38 @@ def last_error(log: Path) -> str:
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
     errors = [line for line in lines if " ERROR: " in line or line.startswith("error:")]
     return (errors or lines or ["no output"])[-1][:300]
+
+
+@contextmanager
+def watching(path: Path) -> Iterator[None]:
+    """Show the crawl subprocess's counts (scrapers/run.py writes them to `path` each second)
+    as progress, while the block runs."""
+    path.unlink(missing_ok=True)
+    done = threading.Event()
+
+    def show() -> None:
+        try:
+            counts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # not written yet
+            return
+        posts = f"{counts['posts']} posts, {progress.rate('crawl', counts['posts'], 'posts')}"
+        progress.advance("crawl", counts["done"], counts["accounts"], posts)
+
+    def follow() -> None:
+        while not done.wait(0.5):
+            show()
+        show()  # the final counts
+
+    progress.start("crawl", "crawling accounts")
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        progress.finish("crawl")
+        path.unlink(missing_ok=True)
 
 
 @task(retries=2, retry_delay_seconds=5, task_run_name="run spiders")
@@ -147,7 +184,7 @@ def run_spiders(
     command = crawl_command(
         Path(db), Path(sources), report, source, max_posts_per_user, since, overrides
     )
-    with log.open("a", encoding="utf-8") as out:
+    with log.open("a", encoding="utf-8") as out, watching(report.with_suffix(".progress")):
         code = lifetime.run_child(command, stdout=out, stderr=STDOUT, env=env)
     if code != 0 or not report.exists():
         raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} (log: {log})")

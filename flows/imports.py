@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows import lifetime
+from flows import lifetime, progress
 from pipeline import ingest, store
 from pipeline.settings import Settings, load_settings
 
@@ -58,14 +58,19 @@ def import_file(
 ) -> ImportReport:
     """Validate the file completely, then upsert its posts and users in one transaction."""
     source = Path(path)
+    progress.start("import", f"importing {source.name}")
     table = ingest.read_table(source, fmt, encoding)
+    progress.advance("import", 0, table.height, "checking rows")
     data = ingest.to_posts(
         table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
     )
     texts = data.posts["text"]
+    progress.advance("import", 0, table.height, "writing posts")
     with store.open(settings, "write") as con:
         overlap = store.texts_on_other_platforms(con, platform, texts)
         counts = store.upsert_posts(con, data.posts, data.users, data.mentions)
+    progress.advance("import", table.height, table.height, "rows")
+    progress.finish("import")
     refused = {REFUSED: counts.refused.height} if counts.refused.height else {}
     return ImportReport(
         table.height,

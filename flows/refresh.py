@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 
-from flows import lifetime
+from flows import lifetime, progress
 from flows.artifacts import show_in_ui
 from flows.cache import Stage
 from flows.files import write_atomically
@@ -306,7 +306,7 @@ def publish(
     cluster_path: str,
     label_path: str,
     behaviour_path: str,
-    timings: dict[str, float],
+    timings: dict[str, Any],
 ) -> None:
     """Write the run's results (with its cluster centres, for `tribes assign`) and mark it
     completed, atomically."""
@@ -340,16 +340,20 @@ def mark_failed(settings: Settings, run_id: str, error: BaseException) -> None:
         get_run_logger().warning("could not mark run %s failed: %s", run_id, exc)
 
 
-def run_stage(timings: dict[str, float], stage_task, settings: Settings, **inputs: Any) -> str:
+def run_stage(timings: dict[str, Any], stage_task, settings: Settings, **inputs: Any) -> str:
     """Run one stage's task, timed, on the artifact its inputs name. Prefect's cache answers
     unless that file is gone or unreadable (`full`, a deleted cache folder, a torn file)."""
     out = stage_task.stage.artifact(settings, inputs)
     refresh_cache = not stage_task.stage.done(out)
     started = time.perf_counter()
+    progress.start(stage_task.name, stage_task.name)
     result = stage_task.with_options(refresh_cache=refresh_cache)(
         settings=settings, out=str(out), **inputs
     )
     timings[stage_task.name] = round(time.perf_counter() - started, 3)
+    if not refresh_cache:
+        timings.setdefault(store.CACHED, []).append(stage_task.name)
+    progress.finish(stage_task.name, "cached" if not refresh_cache else "")
     return result
 
 
@@ -412,7 +416,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
                 old.unlink()
     model = embed_step.prepare_model(settings)
     run_id, version = begin_run(settings)
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}  # stage seconds, and the cached stages (store.CACHED)
     try:
         clean_path = run_stage(timings, clean, settings=settings, version=version)
         units_path = run_stage(
@@ -465,7 +469,9 @@ def refresh_now(settings: Settings, full: bool) -> str:
     except BaseException as exc:
         mark_failed(settings, run_id, exc)
         raise
+    progress.start("report", "recommendations and report")
     insight(settings, run_id, units_path, model)  # recommendations + report; never fails it
+    progress.finish("report")
     show_in_ui(settings, run_id, return_state=True)  # UI artifacts; a failure leaves it completed
     keep_latest_runs(settings, return_state=True)  # prune old runs, index the reports
     get_run_logger().info("run %s completed: %s", run_id, timings)

@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
 
+from flows import progress
 from pipeline import embed as embed_step
 from pipeline import store
 from pipeline.clean import text_hash
@@ -77,14 +78,22 @@ def embed_here(
     loaded = embed_step.load_model(model, settings.device, settings.model_download)
     logger.info("embedding %d new %s with %s on %s", texts.height, what, model.name, loaded.device)
     started, done = time.monotonic(), 0
+    progress.start("texts", f"embedding {what}", texts.height)
     for chunk in texts.iter_slices(settings.embed_chunk):
         vectors = embed_step.encode(
-            loaded, chunk["text_clean"].to_list(), model.prefix, settings.batch_size
+            loaded,
+            chunk["text_clean"].to_list(),
+            model.prefix,
+            settings.batch_size,
+            lambda n, before=done: progress.advance(
+                "texts", before + n, note=progress.rate("texts", before + n, "texts")
+            ),
         )
         keep_vectors(settings, model.model_id, chunk["text_hash"].to_list(), vectors)
         done += chunk.height
         rate = done / max(time.monotonic() - started, 1e-9)
         logger.info("embedded %d/%d %s (%.0f/s)", done, texts.height, what, rate)
+    progress.finish("texts", f"{done} {what}")
     return done
 
 

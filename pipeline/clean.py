@@ -121,3 +121,15 @@ def best_post_in(chunk: str, words: set[str], min_words: int = 5) -> str:
         return len(words.intersection(tokens)), len(tokens) >= min_words, len(post)
 
     return max(chunk_posts(chunk), key=score)
+
+
+def excerpt(text: str, limit: int) -> str:
+    """`text` with whitespace folded, in at most `limit` characters: when longer, cut at the
+    last word boundary (mid-word only for one very long word) and ended with "…"."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if text[limit - 1] != " " and cut.rfind(" ") > limit // 2:  # a word goes on: drop it
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "…"

@@ -9,6 +9,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -357,18 +358,32 @@ def _load_torch(spec: ModelSpec, device: str | None, download: bool) -> Sentence
     return model
 
 
+PROGRESS_BATCHES = 16  # batches encoded between two progress reports
+
+
 def encode(
-    model: SentenceTransformer, texts: list[str], prefix: str = "", batch_size: int = 64
+    model: SentenceTransformer,
+    texts: list[str],
+    prefix: str = "",
+    batch_size: int = 64,
+    on_progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:
-    """L2-normalised float32 vectors, one per text."""
+    """L2-normalised float32 vectors, one per text; `on_progress(done)` after each slice of
+    PROGRESS_BATCHES batches (the caller shows it: this module prints nothing)."""
     if not texts:
         dim = model.get_embedding_dimension() or 0
         return np.zeros((0, dim), dtype=np.float32)
-    vectors = model.encode(
-        [prefix + t for t in texts],
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vectors, dtype=np.float32)
+    step = batch_size * PROGRESS_BATCHES
+    parts = []
+    for begin in range(0, len(texts), step):
+        part = model.encode(
+            [prefix + t for t in texts[begin : begin + step]],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        parts.append(np.asarray(part, dtype=np.float32))
+        if on_progress:
+            on_progress(begin + len(part))
+    return np.concatenate(parts)

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.preprocessing import normalize
 
-from pipeline.clean import best_post_in
+from pipeline.clean import best_post_in, excerpt
 from pipeline.profile import USER_KEYS, rows_of
 
 LABEL_WORD = re.compile(r"\b[^\W\d_][^\W_]{2,}\b")  # 3+ chars, starting with a letter
@@ -252,7 +252,7 @@ def describe_clusters(
                 "n_outliers": int(group["is_outlier"].sum()),
                 "example_users": group["name"].head(5).to_list(),
                 "representative_posts": [
-                    best_post_in(texts[i], set(top))[:280] for i in examples[cluster_id]
+                    excerpt(best_post_in(texts[i], set(top)), 280) for i in examples[cluster_id]
                 ],
             }
         )

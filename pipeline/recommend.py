@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.clean import WORD, best_post_in, clean_text
+from pipeline.clean import WORD, best_post_in, clean_text, excerpt
 
 REQUIRED = ("id", "name", "description")
 OPTIONAL = ("category", "url")
@@ -184,21 +184,26 @@ def matching_terms(
     return [terms[i] for i in order]
 
 
-def shorten(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+QUOTE_MARKS = tuple('"“”„«»')
+
+
+def quoted(post: str, limit: int = 120) -> str:
+    """A post cut at a word (`excerpt`), in typographic quotation marks (a post's own straight
+    ones never double them) unless it opens with its own."""
+    text = excerpt(post, limit)
+    return text if text.startswith(QUOTE_MARKS) else f"“{text}”"
 
 
 def cluster_reason(terms: list[str], post: str | None) -> str:
     """'terms: a, b, c; post: "…"' (either part may be absent)."""
     parts = [f"terms: {', '.join(terms)}"] if terms else []
     if post:
-        parts.append(f'post: "{shorten(post, 100)}"')
+        parts.append(f"post: {quoted(post, 100)}")
     return "; ".join(parts)
 
 
 def user_reason(post: str) -> str:
-    return f'post: "{shorten(post)}"'
+    return f"post: {quoted(post)}"
 
 
 def recommendations_frame(rows: list[dict]) -> pl.DataFrame:

@@ -437,6 +437,17 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
     return views
 
 
+def refresh_time(run: dict) -> str:
+    """A run's wall time, and whether its work came from the cache (store.run_info): e.g.
+    `3.4 s (cached; first computed in 41.0 s)`."""
+    took = "—" if run.get("seconds") is None else f"{run['seconds']:.1f} s"
+    if not run.get("cached"):
+        return took
+    if run.get("first_computed_seconds") is not None:
+        return f"{took} (cached; first computed in {run['first_computed_seconds']:.1f} s)"
+    return f"{took} ({', '.join(run['cached'])} cached)"
+
+
 def render_html(
     data: ReportData, generated_at: datetime | None = None, figure: dict | None = None
 ) -> str:
@@ -454,6 +465,7 @@ def render_html(
     return _template().render(
         run=run,
         settings=sorted((run.get("settings") or {}).items()),
+        refresh_time=refresh_time(run),
         timings=[
             {"stage": k, "seconds": v, "pct": round(100 * v / slowest, 1)}
             for k, v in timings.items()

@@ -293,8 +293,12 @@ class Options(BaseModel):
         return settings.model_copy(update=self.model_dump(exclude_none=True))
 
 
-def optional(setting: FieldInfo) -> tuple[object, FieldInfo]:
-    """A setting as an option: its type and constraints, or None; its description."""
+def optional(name: str) -> tuple[object, FieldInfo]:
+    """A setting as an option: its type and constraints, or None; its description (its help
+    line in `tribes refresh --help` and the deployments' form: required)."""
+    setting = Settings.model_fields[name]
+    if not setting.description:
+        raise TypeError(f"refresh option {name} needs a description in Settings (its help line)")
     kind = (
         Annotated[(setting.annotation, *setting.metadata)]
         if setting.metadata
@@ -308,7 +312,7 @@ RefreshOptions = create_model(
     __base__=Options,
     __doc__="The analysis settings one refresh may override (the CLI's flags, the refresh and "
     "nightly flows' `options`); None keeps the setting.",
-    **{name: optional(Settings.model_fields[name]) for name in REFRESH_OPTIONS},
+    **{name: optional(name) for name in REFRESH_OPTIONS},
 )
 
 

@@ -797,7 +797,7 @@ def complete_run(
     user_clusters: pl.DataFrame,
     clusters: pl.DataFrame,
     terms: pl.DataFrame,
-    timings: dict[str, float],
+    timings: dict[str, object],
     n_posts: int,
     *,
     centroids: pl.DataFrame | None = None,
@@ -1048,7 +1048,26 @@ def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
     row = found.row(0, named=True)
     for key in ("settings", "timings"):
         row[key] = json.loads(row[key]) if row[key] else {}
+    row["cached"] = row["timings"].pop(CACHED, [])
+    row["first_computed_seconds"] = first_computed_seconds(con, run_id) if row["cached"] else None
     return row
+
+
+CACHED = "cached"  # runs.timings: the stages Prefect's cache answered (the rest: stage seconds)
+
+
+def first_computed_seconds(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
+    """How long the earliest completed run of the same data and settings as `run_id` took: the
+    work a cached run reused."""
+    found = con.execute(
+        """SELECT date_diff('millisecond', r.started_at, r.finished_at) / 1000.0
+        FROM runs r, runs this WHERE this.run_id = ? AND r.status = 'completed'
+            AND r.data_version = this.data_version AND r.settings::VARCHAR = this.settings::VARCHAR
+            AND r.started_at < this.started_at
+        ORDER BY r.started_at LIMIT 1""",
+        [run_id],
+    ).fetchall()
+    return found[0][0] if found else None
 
 
 def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:

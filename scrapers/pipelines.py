@@ -30,7 +30,7 @@ from scrapy.utils.asyncio import CallLaterResult, call_later
 from pipeline import store
 from scrapers.items import AccountDone, PostItem, UserItem
 from scrapers.sources import http_url
-from scrapers.tally import bump
+from scrapers.tally import ACCOUNTS_DONE, POSTS_SEEN, bump
 
 if TYPE_CHECKING:
     import duckdb
@@ -142,10 +142,12 @@ class DuckDBPipeline:
     def process_item(self, item: object) -> object:
         adapter = ItemAdapter(item)
         if isinstance(item, PostItem):
+            self.crawler.stats.inc_value(POSTS_SEEN)
             self.add_post(adapter)
         elif isinstance(item, UserItem):
             self.users.append({c: adapter.get(c) for c in USER_SCHEMA} | web_url(adapter))
         elif isinstance(item, AccountDone):
+            self.crawler.stats.inc_value(ACCOUNTS_DONE)
             self.states.append({c: adapter.get(c) for c in STATE_SCHEMA})
         if self.due():
             self.flush(force=False)

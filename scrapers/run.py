@@ -1,7 +1,8 @@
 """Run a crawl in this process (a fresh Twisted reactor) and write a JSON report.
 
     python -m scrapers.run --sources sources.yaml [--db FILE] [--source NAME]
-        [--max-posts-per-user N] [--since YYYY-MM-DD] [--report FILE] [--set KEY=VALUE ...]
+        [--max-posts-per-user N] [--since YYYY-MM-DD] [--report FILE] [--progress FILE]
+        [--set KEY=VALUE ...]
 
 `flows/crawl.py` starts this as a subprocess, because Scrapy's reactor cannot restart inside one
 process. Every selected source runs as its own spider, all in one reactor. Exit status: 0 when
@@ -25,7 +26,7 @@ from scrapy.settings import Settings as ScrapySettings
 from pipeline.settings import Settings, load_settings
 from scrapers.platforms import project_settings
 from scrapers.sources import Source, load_sources
-from scrapers.tally import rows
+from scrapers.tally import ACCOUNTS_DONE, POSTS_SEEN, rows
 
 REPORTED_STATS = (
     "downloader/request_count",
@@ -83,15 +84,22 @@ def crawl(
     settings: ScrapySettings,
     max_posts_per_user: int | None,
     since: datetime | None,
+    progress: Path | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Crawl the sources together; returns the report and whether every spider started."""
+    """Crawl the sources together; returns the report and whether every spider started.
+    `progress`: a file the counts so far are written to each second (report_progress)."""
     process = CrawlerProcess(settings)
     crawlers: list[tuple[Source, Crawler]] = []
     for source in sources:
         crawler = process.create_crawler(source.platform)  # Scrapy's spider loader: by name
         process.crawl(crawler, source=source, max_posts_per_user=max_posts_per_user, since=since)
         crawlers.append((source, crawler))
+    total = sum(len(s.accounts) for s in sources)
+    if progress:
+        report_progress(progress, [c for _, c in crawlers], total)
     process.start()
+    if progress:
+        report_progress(progress, [c for _, c in crawlers], total, final=True)
     accounts: list[dict] = []
     spiders: list[dict] = []
     for source, crawler in crawlers:
@@ -109,6 +117,29 @@ def crawl(
         for _, c in crawlers
     )
     return {"accounts": accounts, "spiders": spiders}, started and not process.bootstrap_failed
+
+
+def report_progress(path: Path, crawlers: list[Crawler], total: int, final: bool = False) -> None:
+    """Replace `path` with the crawl's counts so far (JSON: accounts in all and crawled to the
+    end, posts found), each second while the reactor runs (or once, `final`): `tribes crawl`'s
+    progress."""
+    from twisted.internet import task
+
+    def write() -> None:
+        stats = [c.stats for c in crawlers if c.stats]
+        counts = {
+            "accounts": total,
+            "done": sum(s.get_value(ACCOUNTS_DONE, 0) for s in stats),
+            "posts": sum(s.get_value(POSTS_SEEN, 0) for s in stats),
+        }
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(counts), encoding="utf-8")
+        os.replace(partial, path)
+
+    if final:
+        write()
+    else:
+        task.LoopingCall(write).start(1.0, now=False)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -131,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-posts-per-user", type=int)
     parser.add_argument("--since", type=datetime.fromisoformat)
     parser.add_argument("--report", type=Path)
+    parser.add_argument("--progress", type=Path, help="file of the counts so far, each second")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     try:
@@ -144,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         scrapy_settings(tribes, parse_overrides(args.overrides)),
         args.max_posts_per_user,
         args.since,
+        args.progress,
     )
     if args.report:
         partial = args.report.with_suffix(".partial")

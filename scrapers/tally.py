@@ -6,6 +6,8 @@ from __future__ import annotations
 from scrapy.statscollectors import StatsCollector
 
 ACCOUNTS_STAT = "tribes/accounts"
+ACCOUNTS_DONE = "tribes/accounts_done"  # progress: accounts crawled to the end
+POSTS_SEEN = "tribes/posts_seen"  # progress: posts the spiders found (before storing)
 FIELDS = ("new", "updated", "unchanged", "skipped", "errors")
 
 

@@ -77,7 +77,7 @@ def start(
     log = (logs or db.parent) / f"{args[0]}-{time.monotonic_ns()}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "--db", str(db), *args],
+            [sys.executable, "-m", "flows.cli", "-v", "--db", str(db), *args],  # -v: log lines
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env or cli_env(),

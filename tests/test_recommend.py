@@ -80,7 +80,7 @@ def test_football_products_rank_first_for_the_football_cluster(recommended):
     assert top["category"][0] == "football", top.select("name", "category", "reason")
     assert (top["category"].head(3) == "football").all(), top.select("name", "category")
     assert top["score"].is_sorted(descending=True)
-    assert top["reason"][0].startswith("terms: ") and 'post: "' in top["reason"][0]
+    assert top["reason"][0].startswith("terms: ") and "; post: " in top["reason"][0]
 
 
 def test_basketball_cluster_and_users_get_basketball_products(recommended):
@@ -107,7 +107,7 @@ def test_every_clustered_user_and_cluster_has_ranked_products(recommended):
         == members["cluster_id"].n_unique()
     )
     assert users.group_by("scope_id").len()["len"].eq(5).all()
-    assert users["reason"].str.starts_with('post: "').all()
+    assert users["reason"].str.contains('^post: [“"]').all()  # ours, or the post's own quote
 
 
 def test_reasons_quote_one_real_post_of_the_user_not_a_chunk(recommended):
@@ -117,7 +117,7 @@ def test_reasons_quote_one_real_post_of_the_user_not_a_chunk(recommended):
     own = dict(posts.group_by("user_id").agg("text_clean").iter_rows())
     firsts = found.filter((pl.col("scope") == "user") & (pl.col("rank") == 1))
     for scope_id, reason in firsts.select("scope_id", "reason").iter_rows():
-        quote = reason.removeprefix('post: "').removesuffix('"').removesuffix("…")
+        quote = reason.removeprefix("post: ").removeprefix("“").removesuffix("”").removesuffix("…")
         user = scope_id.split(":", 1)[1]
         assert "\n" not in quote
         # a post longer than a chunk is embedded in pieces: the quote may be one of its pieces
