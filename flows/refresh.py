@@ -1,4 +1,4 @@
-"""The refresh flow: clean → embed → profile → reduce → cluster → label → publish.
+"""The refresh flow: clean → embed → profile → reduce → cluster → hierarchy → label → publish.
 
 Tasks hand each other small values (the database path, the data version, file paths in the
 state folder), never big arrays. Each stage is declared once (`Stage`, flows/cache.py): its
@@ -33,6 +33,7 @@ from flows.vectors import embed_missing
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
+from pipeline import hierarchy as hierarchy_step
 from pipeline import label as label_step
 from pipeline import profile as profile_step
 from pipeline import reduce as reduce_step
@@ -62,7 +63,9 @@ def stage_task(stage: Stage, retries: int, retry_delay_seconds: float = 0):
 
 
 # Each stage once: the task inputs and settings its result depends on, the files it writes.
-CLEAN = Stage("clean", ("version",), ("min_posts_per_user",), "parquet")
+CLEAN = Stage(  # the companion: the posts of users with too few to cluster
+    "clean", ("version",), ("min_posts_per_user",), "parquet", companion=".few.parquet"
+)
 EMBED = Stage("embed", ("clean_path", "model"), ("profile_method", "chunk_chars"), "parquet")
 PROFILE = Stage(
     "profile",
@@ -79,6 +82,12 @@ REDUCE = Stage(
 )
 CLUSTER = Stage(
     "cluster", ("profile_path", "reduce_path"), ("min_cluster_size", "min_samples"), "parquet"
+)
+HIERARCHY = Stage(
+    "hierarchy",
+    ("clean_path", "profile_path", "cluster_path", "model"),
+    ("clusters", "profile_method", "chunk_chars", "profile_remove_components", "random_state"),
+    "parquet",
 )
 LABEL = Stage(
     "label",
@@ -112,12 +121,15 @@ def begin_run(settings: Settings) -> tuple[str, str]:
 
 @stage_task(CLEAN, retries=2, retry_delay_seconds=2)
 def clean(settings: Settings, out: str, version: str) -> str:
-    """The posts of data version `version`, cleaned."""
+    """The posts of data version `version`, cleaned; those of users with fewer than
+    min_posts_per_user in the companion file."""
     if not CLEAN.done(out):
         with open_db(settings) as con:
             posts = store.read_posts(con)
-        cleaned = clean_step.clean_posts(posts, settings.min_posts_per_user)
-        write_atomically(Path(out), cleaned.write_parquet)
+        cleaned = clean_step.clean_posts(posts)
+        enough = clean_step.enough_posts(settings.min_posts_per_user)
+        write_atomically(CLEAN.companion_of(out), cleaned.filter(~enough).write_parquet)
+        write_atomically(Path(out), cleaned.filter(enough).write_parquet)
     return out
 
 
@@ -200,6 +212,58 @@ def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -
     return out
 
 
+@stage_task(HIERARCHY, retries=1)
+def hierarchy(
+    settings: Settings,
+    out: str,
+    clean_path: str,
+    profile_path: str,
+    cluster_path: str,
+    model: embed_step.ModelSpec,
+) -> str:
+    """The fine clusters (split when `clusters` asks for more), the users with too few posts to
+    cluster placed in their nearest one (flagged), and each fine cluster's coarse `group_id`."""
+    if not HIERARCHY.done(out):
+        members = pl.read_parquet(cluster_path)
+        profiles = np.load(profile_path)["profiles"]
+        found = hierarchy_step.levels(
+            profiles, members["cluster_id"].to_numpy(), settings.clusters, settings.random_state
+        )
+        members = members.with_columns(cluster_id=pl.Series(found.labels, dtype=pl.Int32))
+        placed = hierarchy_step.place_users(
+            members, profiles, *few_post_users(settings, clean_path, model)
+        )
+        placed = placed.with_columns(
+            group_id=pl.Series(found.parent[placed["cluster_id"].to_numpy()], dtype=pl.Int32)
+        )
+        write_atomically(Path(out), placed.write_parquet)
+    return out
+
+
+def few_post_users(
+    settings: Settings, clean_path: str, model: embed_step.ModelSpec
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The users with too few posts to cluster (platform, user_id, n_posts) and their profiles,
+    made as every profile is."""
+    posts = pl.read_parquet(CLEAN.companion_of(clean_path))
+    users = profile_step.user_index(posts.select("platform", "user_id"))
+    if users.height == 0:
+        return users, np.zeros((0, 0), dtype=np.float32)
+    units = profile_step.profile_units(posts, settings.profile_method, settings.chunk_chars)
+    embed_missing(settings, units.select("text_hash", "text_clean"), model, "few users' posts")
+    with open_db(settings) as con:
+        vectors = store.load_embeddings(con, model.model_id, units["text_hash"].to_list())
+    profiles = profile_step.user_profiles(
+        units,
+        vectors,
+        users,
+        settings.profile_method,
+        settings.profile_remove_components,
+        settings.random_state,
+    )
+    return users, profiles
+
+
 @stage_task(LABEL, retries=1)
 def label(
     settings: Settings,
@@ -210,23 +274,31 @@ def label(
     cluster_path: str,
 ) -> str:
     """c-TF-IDF terms (the companion file), labels, example users and representative posts per
-    cluster."""
+    fine cluster and per coarse group (`cluster_path`: the hierarchy stage's members)."""
     if not LABEL.done(out):
         members = pl.read_parquet(cluster_path)
+        levels = [members, members.with_columns(cluster_id=pl.col("group_id"))]  # fine, coarse
         posts = pl.read_parquet(clean_path, columns=["platform", "user_id", "text_clean"])
-        terms = label_step.member_terms(members, posts, settings.top_terms)
+        terms = [label_step.member_terms(level, posts, settings.top_terms) for level in levels]
         del posts  # freed before the vectors come in
         units, vectors = load_units(settings, units_path, model_id)
         with open_db(settings) as con:
             names = store.read_users(con).select("platform", "user_id", "display_name")
-        clusters = label_step.describe_clusters(
-            members,
-            terms,
-            units,
-            vectors,
-            settings.label_terms,
-            settings.representative_posts,
-            names,
+        described = [
+            label_step.describe_clusters(
+                level,
+                level_terms,
+                units,
+                vectors,
+                settings.label_terms,
+                settings.representative_posts,
+                names,
+            )
+            for level, level_terms in zip(levels, terms, strict=True)
+        ]
+        parent = members.unique("cluster_id").sort("cluster_id")["group_id"].to_numpy()
+        clusters, terms = hierarchy_step.stack_levels(
+            described[0], terms[0], described[1], terms[1], parent
         )
         write_atomically(LABEL.companion_of(out), terms.write_parquet)
         write_atomically(Path(out), clusters.write_parquet)
@@ -243,10 +315,13 @@ def publish(
     timings: dict[str, float],
 ) -> None:
     """Write the run's results and mark it completed, atomically."""
-    members = pl.read_parquet(cluster_path)
+    members = pl.read_parquet(cluster_path).drop("group_id")
     clusters = pl.read_parquet(label_path)
     terms = pl.read_parquet(LABEL.companion_of(label_path))
-    n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
+    n_posts = sum(
+        pl.scan_parquet(path).select(pl.len()).collect().item()
+        for path in (clean_path, CLEAN.companion_of(clean_path))
+    )
     with open_db(settings) as con:
         store.complete_run(con, run_id, members, clusters, terms, timings, n_posts)
 
@@ -355,6 +430,15 @@ def refresh_now(settings: Settings, full: bool) -> str:
             profile_path=profile_path,
             reduce_path=reduce_path,
         )
+        hierarchy_path = run_stage(
+            timings,
+            hierarchy,
+            settings=settings,
+            clean_path=clean_path,
+            profile_path=profile_path,
+            cluster_path=cluster_path,
+            model=model,
+        )
         label_path = run_stage(
             timings,
             label,
@@ -362,9 +446,9 @@ def refresh_now(settings: Settings, full: bool) -> str:
             clean_path=clean_path,
             units_path=units_path,
             model_id=model.model_id,
-            cluster_path=cluster_path,
+            cluster_path=hierarchy_path,
         )
-        publish(settings, run_id, clean_path, cluster_path, label_path, timings)
+        publish(settings, run_id, clean_path, hierarchy_path, label_path, timings)
     except BaseException as exc:
         mark_failed(settings, run_id, exc)
         raise
