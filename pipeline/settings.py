@@ -149,8 +149,8 @@ class Settings(BaseSettings):
     clusters: int | None = Field(
         None,
         ge=2,
-        description="number of groups (the coarse level): the cluster tree cut at N, the largest "
-        "clusters split when N exceeds the fine ones; None = cut where the tree's gap is widest",
+        description="coarse groups: the cluster tree cut at N (big clusters split if fewer); "
+        "None = auto",
     )
 
     # label

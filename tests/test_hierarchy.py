@@ -326,3 +326,37 @@ def test_refresh_rejects_fewer_than_two_clusters(workdir):
     )
     assert result.exit_code == 1
     assert "bad setting clusters" in result.output
+
+
+@pytest.fixture(scope="module")
+def fb_pages(tmp_path_factory, prefect_harness):
+    """The shared Facebook pages (139 pages, 31k posts) imported and refreshed with the defaults."""
+    from conftest import shared_file
+
+    from flows.imports import import_file
+    from flows.refresh import refresh
+    from pipeline.ingest import ColumnMap
+    from pipeline.settings import load_settings
+
+    path = shared_file("fb_pages_2016", "posts.parquet")
+    settings = load_settings(db=tmp_path_factory.mktemp("fb_pages") / "tribes.duckdb")
+    import_file(settings, str(path), "facebook", ColumnMap(label="user_label"))
+    return settings.db, refresh(db=str(settings.db))
+
+
+@pytest.mark.slow
+def test_the_pages_sports_clusters_share_one_coarse_group(fb_pages):
+    db, run_id = fb_pages
+    with store.open(db) as con:
+        members = store.run_members(con, run_id)
+        fine = store.run_clusters(con, run_id)
+        groups = store.run_clusters(con, run_id, "coarse")
+    main_label = (
+        members.group_by("cluster_id")
+        .agg(pl.col("known_label").mode().first(), pl.len())
+        .join(fine.select("cluster_id", "parent_id"), on="cluster_id")
+    )
+    sports = main_label.filter(pl.col("known_label") == "sports")
+    assert sports.height >= 2  # the fine level tells US sports from football
+    assert sports["parent_id"].n_unique() == 1  # the coarse level puts them together
+    assert groups.height >= 2  # and does not put everyone together
