@@ -149,7 +149,7 @@ def place_users(
     if others.height == 0:
         return members
     cluster, similarity = nearest_clusters(points, members["cluster_id"].to_numpy(), other_points)
-    closest = np.argsort(-(normalize(other_points) @ normalize(points).T), axis=1)[:, :3]
+    closest = most_similar(other_points, points, 3)
     placed = others.with_columns(
         cluster_id=pl.Series(cluster, dtype=members["cluster_id"].dtype),
         probability=pl.Series(similarity.astype(float)),
@@ -159,6 +159,18 @@ def place_users(
         reason=pl.lit(reason),
     )
     return pl.concat([members, placed.select(members.columns)], how="vertical_relaxed")
+
+
+def most_similar(queries: np.ndarray, points: np.ndarray, n: int, batch: int = 256) -> np.ndarray:
+    """For each query, the rows of `points` of the `n` highest cosine similarity (any order),
+    `batch` queries at a time (memory: batch x len(points))."""
+    unit = normalize(points).astype(np.float32)
+    n = min(n, len(points))
+    found = []
+    for start in range(0, len(queries), batch):
+        similarity = normalize(queries[start : start + batch]).astype(np.float32) @ unit.T
+        found.append(np.argpartition(-similarity, n - 1, axis=1)[:, :n])
+    return np.vstack(found)
 
 
 def stack_levels(
