@@ -3,10 +3,11 @@
 Pure: user vectors (profiles) and fine cluster labels in, labels and parents out. The tree is
 average linkage (UPGMA) of the users' cosine distances between clusters: the distance of two
 clusters is the mean distance of their users, exactly `1 - mean_a · mean_b` for unit vectors.
-The coarse level is cut where the merge heights jump the most (label-free), or at the number of
-groups asked for (`--clusters N`); asked for more groups than there are fine clusters, the
-largest clusters are split (KMeans within) until there are enough. Users with too little text to
-be clustered join the fine cluster nearest to their profile, flagged (`nearest_clusters`).
+The coarse level is the cut whose groups separate the users best (Calinski-Harabasz, label-free),
+or the cut at the number of groups asked for (`--clusters N`); asked for more groups than there
+are fine clusters, the largest clusters are split (KMeans within) until there are enough. Users
+with too little text to be clustered join the fine cluster nearest to their profile, flagged
+(`place_users`).
 """
 
 from __future__ import annotations
@@ -66,16 +67,29 @@ def cluster_tree(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array(tree, dtype=float).reshape(-1, 4)
 
 
-def widest_gap_groups(tree: np.ndarray) -> int:
-    """How many groups to cut the tree into, label-free: where the next merge would climb the
-    most above the last (2..k-1 groups for k >= 3 clusters; k otherwise)."""
+def best_separated_groups(points: np.ndarray, labels: np.ndarray, tree: np.ndarray) -> int:
+    """How many groups to cut the tree into, label-free: the cut (2..k-1 groups for k >= 3
+    clusters; k otherwise) whose groups best separate the users' unit vectors by the
+    Calinski-Harabasz ratio (between-group over within-group variance, each per degree of
+    freedom), computed from the clusters' sums: linear in users and clusters."""
     k = len(tree) + 1
     if k < 3:
         return k
-    heights = tree[:, 2]
-    groups = np.arange(2, k)  # cutting into g groups keeps the first k - g merges
-    gaps = heights[k - groups] - heights[k - groups - 1]
-    return int(groups[np.argmax(gaps)])
+    unit = normalize(points)
+    counts = np.bincount(labels, minlength=k).astype(float)
+    sums = cluster_means(unit, labels, k) * counts[:, None]
+    n = len(unit)
+    total = n - np.sum(unit.sum(axis=0) ** 2) / n  # unit vectors: each |x|^2 is 1
+
+    def ratio(groups: int) -> float:
+        parent = cut(tree, labels, groups)
+        group_sums = np.zeros((groups, unit.shape[1]))
+        np.add.at(group_sums, parent, sums)
+        group_counts = np.bincount(parent, weights=counts, minlength=groups)
+        within = n - np.sum(np.sum(group_sums**2, axis=1) / group_counts)
+        return ((total - within) / (groups - 1)) / max(within / (n - groups), 1e-12)
+
+    return max(range(2, k), key=ratio)
 
 
 def cut(tree: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
@@ -115,11 +129,11 @@ def levels(
     points: np.ndarray, labels: np.ndarray, n_groups: int | None = None, random_state: int = 42
 ) -> Levels:
     """The fine clusters (split until `n_groups` when more are asked for than found) and their
-    coarse groups: `n_groups` of them, or as many as the tree's widest gap gives."""
+    coarse groups: `n_groups` of them, or as many as separate the users best."""
     if n_groups is not None and n_groups > labels.max() + 1:
         labels = split_largest(points, labels, n_groups, random_state)
     tree = cluster_tree(points, labels)
-    parent = cut(tree, labels, n_groups or widest_gap_groups(tree))
+    parent = cut(tree, labels, n_groups or best_separated_groups(points, labels, tree))
     return Levels(labels, parent, tree)
 
 
