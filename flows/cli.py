@@ -366,15 +366,24 @@ def check_refresh(config: Settings) -> None:
         )
 
 
+LEVELS = ("fine", "coarse")
+
+
 @app.command()
 def clusters(
     run: Annotated[str | None, typer.Option(help="run id; default latest")] = None,
+    level: Annotated[
+        str,
+        typer.Option(help="fine: the clusters, with their group; coarse: the groups above them"),
+    ] = "fine",
 ) -> None:
     """Print the clusters of the latest completed run (or --run)."""
-    show_clusters(settings(), run)
+    if level not in LEVELS:
+        raise fail(f"--level must be fine or coarse, not {level!r}")
+    show_clusters(settings(), run, level)
 
 
-def show_clusters(config: Settings, run_id: str | None) -> None:
+def show_clusters(config: Settings, run_id: str | None, level: str = "fine") -> None:
     from pipeline import store
 
     def read():
@@ -382,13 +391,17 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
             chosen = run_id or store.latest_run_id(con)
             if chosen is None:
                 raise store.StoreError("no completed run yet: run `tribes refresh` first")
-            return chosen, store.cluster_table(con, chosen)
+            return chosen, store.cluster_table(con, chosen, level), store.left_out(con, chosen)
 
-    chosen, table = run_guarded(read)
+    chosen, table, left_out = run_guarded(read)
+    if table.height == 0 and level == "coarse":
+        raise fail(f"run {chosen} has no coarse level (made before it existed): refresh again")
     if table.height == 0:
         raise fail(f"run {chosen} has no clusters (unknown or unfinished run id?)")
-    view = Table(title=f"Interest clusters of run {chosen}", show_lines=True)
-    for column in ("id", "users", "label", "top terms", "example users"):
+    title = "Interest clusters" if level == "fine" else "Groups (coarse level)"
+    view = Table(title=f"{title} of run {chosen}", show_lines=True)
+    related = "group" if level == "fine" else "sub-groups"
+    for column in ("id", "users", "label", "top terms", "example users", related):
         view.add_column(column, overflow="fold")
     for row in table.iter_rows(named=True):
         size = f"{row['size']}" + (f" ({row['n_outliers']} low-conf.)" if row["n_outliers"] else "")
@@ -399,8 +412,33 @@ def show_clusters(config: Settings, run_id: str | None) -> None:
             row["label"],
             row["top_terms"] or "",
             ", ".join(row["example_users"] or []),
+            relatives(row, level),
         )
     console.print(view)
+    for line in left_out_lines(left_out, config.min_posts_per_user):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def relatives(row: dict, level: str) -> str:
+    """A fine cluster's group ('id: label') or a coarse group's sub-groups (ids)."""
+    if level == "coarse":
+        return ", ".join(map(str, row["children"] or []))
+    return "" if row["parent_id"] is None else f"{row['parent_id']}: {row['parent_label']}"
+
+
+def left_out_lines(counts: dict[str, int], min_posts: int) -> list[str]:
+    """What became of the users with too little text: placed (low confidence) or not clustered."""
+    from pipeline.hierarchy import NO_TEXT, TOO_LITTLE_TEXT
+
+    lines = []
+    if placed := counts.get(TOO_LITTLE_TEXT):
+        lines.append(
+            f"{placed} users with too little text (fewer than {min_posts} posts) were placed in "
+            "their nearest cluster, as low-confidence members"
+        )
+    if missing := counts.get(NO_TEXT):
+        lines.append(f"not clustered: {missing} users whose posts are empty once cleaned")
+    return lines
 
 
 @app.command()

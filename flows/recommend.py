@@ -70,7 +70,7 @@ def recommendations_for(
         found = store.read_recommendations(con, run_id, "user", key)
         if found.height == 0:
             raise rec.RecommendError(
-                f"user {user} ({who['n_posts']} posts) was not clustered in run {run_id}: "
-                f"a user needs {settings.min_posts_per_user} distinct posts"
+                f"user {user} ({who['n_posts']} posts) has no recommendations in run {run_id}: "
+                f"they need {settings.min_posts_per_user} distinct posts"
             )
         return f"user {who['name']} ({key}) · run {run_id}", found

@@ -1,4 +1,5 @@
-"""The refresh flow: clean → embed → profile → reduce → cluster → label → behaviour → publish.
+"""The refresh flow: clean → embed → profile → reduce → cluster → hierarchy → label → behaviour
+→ publish.
 
 Tasks hand each other small values (the database path, the data version, file paths in the
 state folder), never big arrays. Each stage is declared once (`Stage`, flows/cache.py): its
@@ -34,7 +35,6 @@ from flows.notify import notify_failure
 from flows.retention import keep_latest_runs
 from flows.vectors import embed_missing
 from pipeline import assign as assign_step
-from pipeline import behaviour as behaviour_step
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
@@ -65,7 +65,9 @@ def stage_task(stage: Stage, retries: int, retry_delay_seconds: float = 0):
 
 
 # Each stage once: the task inputs and settings its result depends on, the files it writes.
-CLEAN = Stage("clean", ("version",), ("min_posts_per_user",), "parquet")
+CLEAN = Stage(  # the companion: the posts of users with too few to cluster
+    "clean", ("version",), ("min_posts_per_user",), "parquet", companion=".few.parquet"
+)
 EMBED = Stage("embed", ("clean_path", "model"), ("profile_method", "chunk_chars"), "parquet")
 PROFILE = Stage(
     "profile",
@@ -82,6 +84,12 @@ REDUCE = Stage(
 )
 CLUSTER = Stage(
     "cluster", ("profile_path", "reduce_path"), ("min_cluster_size", "min_samples"), "parquet"
+)
+HIERARCHY = Stage(
+    "hierarchy",
+    ("clean_path", "profile_path", "cluster_path", "model"),
+    ("clusters", "profile_method", "chunk_chars", "profile_remove_components", "random_state"),
+    "parquet",
 )
 LABEL = Stage(
     "label",
@@ -122,12 +130,15 @@ def begin_run(settings: Settings) -> tuple[str, str]:
 
 @stage_task(CLEAN, retries=2, retry_delay_seconds=2)
 def clean(settings: Settings, out: str, version: str) -> str:
-    """The posts of data version `version`, cleaned."""
+    """The posts of data version `version`, cleaned; those of users with fewer than
+    min_posts_per_user in the companion file."""
     if not CLEAN.done(out):
         with open_db(settings) as con:
             posts = store.read_posts(con)
-        cleaned = clean_step.clean_posts(posts, settings.min_posts_per_user)
-        write_atomically(Path(out), cleaned.write_parquet)
+        cleaned = clean_step.clean_posts(posts)
+        enough = clean_step.enough_posts(settings.min_posts_per_user)
+        write_atomically(CLEAN.companion_of(out), cleaned.filter(~enough).write_parquet)
+        write_atomically(Path(out), cleaned.filter(enough).write_parquet)
     return out
 
 
@@ -214,6 +225,62 @@ def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -
     return out
 
 
+@stage_task(HIERARCHY, retries=1)
+def hierarchy(
+    settings: Settings,
+    out: str,
+    clean_path: str,
+    profile_path: str,
+    cluster_path: str,
+    model: embed_step.ModelSpec,
+) -> str:
+    """The fine clusters (split when `clusters` asks for more), the users with too few posts to
+    cluster placed in their nearest one (flagged), and each fine cluster's coarse `group_id`."""
+    if not HIERARCHY.done(out):
+        from pipeline import hierarchy as hierarchy_step  # scikit-learn: only when computing
+
+        members = pl.read_parquet(cluster_path)
+        profiles = np.load(profile_path)["profiles"]
+        found = hierarchy_step.levels(
+            profiles, members["cluster_id"].to_numpy(), settings.clusters, settings.random_state
+        )
+        members = members.with_columns(cluster_id=pl.Series(found.labels, dtype=pl.Int32))
+        placed = hierarchy_step.place_users(
+            members, profiles, *few_post_users(settings, clean_path, model)
+        )
+        placed = placed.with_columns(
+            group_id=pl.Series(found.parent[placed["cluster_id"].to_numpy()], dtype=pl.Int32)
+        )
+        write_atomically(Path(out), placed.write_parquet)
+    return out
+
+
+def few_post_users(
+    settings: Settings, clean_path: str, model: embed_step.ModelSpec
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The users with too few posts to cluster (platform, user_id, n_posts) and their profiles,
+    made as every profile is."""
+    from pipeline import profile as profile_step  # scikit-learn: only when computing
+
+    posts = pl.read_parquet(CLEAN.companion_of(clean_path))
+    users = profile_step.user_index(posts.select("platform", "user_id"))
+    if users.height == 0:
+        return users, np.zeros((0, 0), dtype=np.float32)
+    units = profile_step.profile_units(posts, settings.profile_method, settings.chunk_chars)
+    embed_missing(settings, units.select("text_hash", "text_clean"), model, "few users' posts")
+    with open_db(settings) as con:
+        vectors = store.load_embeddings(con, model.model_id, units["text_hash"].to_list())
+    profiles = profile_step.user_profiles(
+        units,
+        vectors,
+        users,
+        settings.profile_method,
+        settings.profile_remove_components,
+        settings.random_state,
+    )
+    return users, profiles
+
+
 @stage_task(LABEL, retries=1)
 def label(
     settings: Settings,
@@ -224,25 +291,34 @@ def label(
     cluster_path: str,
 ) -> str:
     """c-TF-IDF terms (the companion file), labels, example users and representative posts per
-    cluster."""
+    fine cluster and per coarse group (`cluster_path`: the hierarchy stage's members)."""
     if not LABEL.done(out):
-        from pipeline import label as label_step  # scikit-learn: only when computing
+        from pipeline import hierarchy as hierarchy_step  # scikit-learn: only when computing
+        from pipeline import label as label_step
 
         members = pl.read_parquet(cluster_path)
+        levels = [members, members.with_columns(cluster_id=pl.col("group_id"))]  # fine, coarse
         posts = pl.read_parquet(clean_path, columns=["platform", "user_id", "text_clean"])
-        terms = label_step.member_terms(members, posts, settings.top_terms)
+        terms = [label_step.member_terms(level, posts, settings.top_terms) for level in levels]
         del posts  # freed before the vectors come in
         units, vectors = load_units(settings, units_path, model_id)
         with open_db(settings) as con:
             names = store.read_users(con).select("platform", "user_id", "display_name")
-        clusters = label_step.describe_clusters(
-            members,
-            terms,
-            units,
-            vectors,
-            settings.label_terms,
-            settings.representative_posts,
-            names,
+        described = [
+            label_step.describe_clusters(
+                level,
+                level_terms,
+                units,
+                vectors,
+                settings.label_terms,
+                settings.representative_posts,
+                names,
+            )
+            for level, level_terms in zip(levels, terms, strict=True)
+        ]
+        parent = members.unique("cluster_id").sort("cluster_id")["group_id"].to_numpy()
+        clusters, terms = hierarchy_step.stack_levels(
+            described[0], terms[0], described[1], terms[1], parent
         )
         write_atomically(LABEL.companion_of(out), terms.write_parquet)
         write_atomically(Path(out), clusters.write_parquet)
@@ -261,14 +337,20 @@ def behaviour(
     """Per cluster: activity by weekday and hour, engagement by kind, weekly posts, topics over
     time, interactions, central and bridging accounts, term use (store.BEHAVIOUR_TABLES)."""
     if not BEHAVIOUR.done(out):
+        from pipeline import behaviour as behaviour_step  # networkx, scikit-learn: when computing
+
+        members = pl.read_parquet(cluster_path)
+        fine_terms = pl.read_parquet(LABEL.companion_of(label_path)).join(
+            members.select("cluster_id").unique(), on="cluster_id", how="semi"
+        )  # the coarse groups' terms are stored too
         with open_db(settings) as con:
             activity, mentions = store.read_post_activity(con), store.read_mentions(con)
         tables = behaviour_step.describe_behaviour(
             activity,
             mentions,
             behaviour_step.dated_texts(pl.read_parquet(clean_path), activity),
-            pl.read_parquet(cluster_path),
-            pl.read_parquet(LABEL.companion_of(label_path)),
+            members,
+            fine_terms,
             settings.timezone,
             TOP_ACCOUNTS,
         )
@@ -303,18 +385,22 @@ def publish(
     run_id: str,
     clean_path: str,
     profile_path: str,
-    cluster_path: str,
+    hierarchy_path: str,
     label_path: str,
     behaviour_path: str,
     timings: dict[str, Any],
 ) -> None:
-    """Write the run's results (with its cluster centres, for `tribes assign`) and mark it
-    completed, atomically."""
-    members = pl.read_parquet(cluster_path)
+    """Write the run's results (with its cluster centres, for `tribes assign`, and its behaviour
+    tables) and mark it completed, atomically."""
+    members = pl.read_parquet(hierarchy_path).drop("group_id")
     clusters = pl.read_parquet(label_path)
     terms = pl.read_parquet(LABEL.companion_of(label_path))
-    centres = assign_step.centroids(np.load(profile_path)["profiles"], members)
-    n_posts = pl.scan_parquet(clean_path).select(pl.len()).collect().item()
+    profiles = np.load(profile_path)["profiles"]  # row i: member i (placed users come after)
+    centres = assign_step.centroids(profiles, members.head(len(profiles)))
+    n_posts = sum(
+        pl.scan_parquet(path).select(pl.len()).collect().item()
+        for path in (clean_path, CLEAN.companion_of(clean_path))
+    )
     tables = behaviour_tables(behaviour_path)
     with open_db(settings) as con:
         store.complete_run(
@@ -438,6 +524,15 @@ def refresh_now(settings: Settings, full: bool) -> str:
             profile_path=profile_path,
             reduce_path=reduce_path,
         )
+        hierarchy_path = run_stage(
+            timings,
+            hierarchy,
+            settings=settings,
+            clean_path=clean_path,
+            profile_path=profile_path,
+            cluster_path=cluster_path,
+            model=model,
+        )
         label_path = run_stage(
             timings,
             label,
@@ -445,14 +540,14 @@ def refresh_now(settings: Settings, full: bool) -> str:
             clean_path=clean_path,
             units_path=units_path,
             model_id=model.model_id,
-            cluster_path=cluster_path,
+            cluster_path=hierarchy_path,
         )
         behaviour_path = run_stage(
             timings,
             behaviour,
             settings=settings,
             clean_path=clean_path,
-            cluster_path=cluster_path,
+            cluster_path=hierarchy_path,
             label_path=label_path,
             activity_version=current_activity_version(settings),
         )
@@ -461,7 +556,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
             run_id,
             clean_path,
             profile_path,
-            cluster_path,
+            hierarchy_path,
             label_path,
             behaviour_path,
             timings,

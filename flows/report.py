@@ -34,6 +34,8 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> report_step
         previous_members=store.run_members(con, previous) if previous else None,
         previous_clusters=store.run_clusters(con, previous) if previous else None,
         n_products=store.scalar(con, "SELECT count(*) FROM products"),
+        groups=store.run_clusters(con, run_id, "coarse"),
+        left_out=store.left_out(con, run_id),
         behaviour=store.read_behaviour(con, run_id),
         **{k: run["settings"][k] for k in ("timezone", "min_kind_posts") if k in run["settings"]},
     )

@@ -65,7 +65,13 @@ def clean_posts(posts: pl.DataFrame, min_posts_per_user: int = 1) -> pl.DataFram
         .unique(["platform", "user_id", "text_clean"], keep="first", maintain_order=True)
         .with_columns(text_hash=pl.col("text_clean").map_batches(_hash_series, pl.Utf8))
     )
-    return cleaned.filter(pl.len().over("platform", "user_id") >= min_posts_per_user)
+    return cleaned.filter(enough_posts(min_posts_per_user))
+
+
+def enough_posts(min_posts_per_user: int) -> pl.Expr:
+    """Whether a cleaned post's user has at least `min_posts_per_user` of them (enough to
+    cluster; the others are placed in their nearest cluster: pipeline/hierarchy.py)."""
+    return pl.len().over("platform", "user_id") >= min_posts_per_user
 
 
 def pack_chunks(posts: pl.DataFrame, max_chars: int) -> pl.DataFrame:

@@ -12,7 +12,7 @@ import hashlib
 import html
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from pipeline import behaviour as bh
 from pipeline.changes import Changes, compare_runs
+from pipeline.hierarchy import NO_TEXT, TOO_LITTLE_TEXT
 
 # Okabe-Ito and Tableau 10: distinguishable, colour-blind friendly first
 PALETTE = [
@@ -68,6 +69,8 @@ class ReportData:
     behaviour: dict[str, pl.DataFrame] | None = None  # store.read_behaviour
     timezone: str = "UTC"  # of the behaviour tables' weekdays and hours
     min_kind_posts: int = 5
+    groups: pl.DataFrame | None = None  # the coarse level (store.run_clusters(..., "coarse"))
+    left_out: dict[str, int] = field(default_factory=dict)  # store.left_out
 
     def changes(self) -> Changes:
         """How this run's clusters differ from the previous completed run's."""
@@ -448,6 +451,28 @@ def refresh_time(run: dict) -> str:
     return f"{took} ({', '.join(run['cached'])} cached)"
 
 
+def group_views(data: ReportData) -> list[dict[str, Any]]:
+    """The coarse groups, largest first, each with its sub-groups (fine clusters) largest first."""
+    if data.groups is None or data.groups.height == 0:
+        return []
+    order = data.clusters["cluster_id"].to_list()
+    return [
+        {
+            "id": group["cluster_id"],
+            "label": group["label"],
+            "size": group["size"],
+            "n_outliers": group["n_outliers"],
+            "subgroups": [
+                {**fine, "color": color_of(fine["cluster_id"], order)}
+                for fine in data.clusters.filter(pl.col("parent_id") == group["cluster_id"])
+                .select("cluster_id", "label", "size")
+                .iter_rows(named=True)
+            ],
+        }
+        for group in data.groups.iter_rows(named=True)
+    ]
+
+
 def render_html(
     data: ReportData, generated_at: datetime | None = None, figure: dict | None = None
 ) -> str:
@@ -471,6 +496,9 @@ def render_html(
             for k, v in timings.items()
         ],
         clusters=cluster_views(data, changes),
+        groups=group_views(data),
+        n_placed=data.left_out.get(TOO_LITTLE_TEXT, 0),
+        n_not_clustered=data.left_out.get(NO_TEXT, 0),
         changes=changes,
         n_products=data.n_products,
         n_members=clustered(data.members).height,

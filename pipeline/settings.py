@@ -173,6 +173,12 @@ class Settings(BaseSettings):
         None, ge=2, description="smallest interest group HDBSCAN keeps; None = scaled to the users"
     )
     min_samples: int | None = Field(None, ge=1)
+    clusters: int | None = Field(
+        None,
+        ge=2,
+        description="coarse groups: the cluster tree cut at N (big clusters split if fewer); "
+        "None = auto",
+    )
 
     # label
     top_terms: int = Field(10, ge=1, le=100)
@@ -276,6 +282,7 @@ REFRESH_OPTIONS = (  # the settings one refresh may override (CLI flags, flow pa
     "model",
     "profile_method",
     "min_cluster_size",
+    "clusters",
     "umap_n_components",
     "umap_n_neighbors",
     "random_state",

@@ -147,6 +147,15 @@ MIGRATIONS: list[list[str]] = [
             term VARCHAR NOT NULL, uses INTEGER NOT NULL, users_share DOUBLE NOT NULL,
             PRIMARY KEY (run_id, cluster_id, term))""",
     ],
+    # the hierarchy (issue 14): coarse groups are clusters rows too (level 'coarse'), a fine
+    # cluster names its group in parent_id; a user placed with too little text says why
+    [
+        "ALTER TABLE clusters ADD COLUMN parent_id INTEGER",
+        "ALTER TABLE clusters ADD COLUMN level VARCHAR DEFAULT 'fine'",
+        "ALTER TABLE user_clusters ADD COLUMN reason VARCHAR",
+        """CREATE OR REPLACE VIEW latest_clusters AS
+            SELECT c.* FROM clusters c JOIN latest_run r USING (run_id) WHERE c.level = 'fine'""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -818,7 +827,14 @@ def complete_run(
         con.execute(
             """UPDATE runs SET status = 'completed', finished_at = ?, n_posts = ?, n_users = ?,
             n_clusters = ?, timings = ? WHERE run_id = ?""",
-            [now(), n_posts, user_clusters.height, clusters.height, json.dumps(timings), run_id],
+            [
+                now(),
+                n_posts,
+                user_clusters.height,
+                user_clusters["cluster_id"].n_unique(),  # the fine clusters
+                json.dumps(timings),
+                run_id,
+            ],
         )
 
 
@@ -827,19 +843,53 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
     return rows[0][0] if rows else None
 
 
-def cluster_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """One row per cluster of a run: id, size, label, top terms, example users."""
+Level = Literal["fine", "coarse"]
+
+
+def cluster_table(
+    con: duckdb.DuckDBPyConnection, run_id: str, level: Level = "fine"
+) -> pl.DataFrame:
+    """One row per cluster of a run at `level`: id, size, label, top terms, example users, its
+    group (parent id and label; fine clusters) and its sub-groups (ids; coarse groups)."""
     return frame(
         con,
         """SELECT c.cluster_id, c.size, c.n_outliers, c.label,
             (SELECT string_agg(t.term, ', ' ORDER BY t.rank) FROM cluster_terms t
              WHERE t.run_id = c.run_id AND t.cluster_id = c.cluster_id) AS top_terms,
-            c.example_users, c.representative_posts,
+            c.example_users, c.representative_posts, c.parent_id, p.label AS parent_label,
+            (SELECT list(s.cluster_id ORDER BY s.size DESC, s.cluster_id) FROM clusters s
+             WHERE s.run_id = c.run_id AND s.parent_id = c.cluster_id) AS children,
             (SELECT count(*) FROM user_clusters u WHERE u.run_id = c.run_id
              AND u.cluster_id = c.cluster_id AND u.provisional) AS n_provisional
-        FROM clusters c WHERE c.run_id = ? ORDER BY c.size DESC, c.cluster_id""",
-        [run_id],
+        FROM clusters c LEFT JOIN clusters p
+            ON p.run_id = c.run_id AND p.cluster_id = c.parent_id
+        WHERE c.run_id = ? AND c.level = ? ORDER BY c.size DESC, c.cluster_id""",
+        [run_id, level],
     )
+
+
+def left_out(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """How many users of a run were placed rather than clustered, by reason; and as 'no text'
+    how many authors of posts stored before the run are in none of its clusters (every post
+    empty once links and handles are cleaned away)."""
+    from pipeline.hierarchy import NO_TEXT
+
+    counts = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM user_clusters WHERE run_id = ? AND reason IS NOT NULL "
+            "GROUP BY reason ORDER BY reason",
+            [run_id],
+        ).fetchall()
+    )
+    missing = scalar(
+        con,
+        """SELECT count(*) FROM (SELECT DISTINCT p.platform, p.user_id FROM posts p
+            WHERE p.inserted_at <= (SELECT started_at FROM runs WHERE run_id = ?)) a
+        ANTI JOIN (SELECT platform, user_id FROM user_clusters WHERE run_id = ?) u
+            USING (platform, user_id)""",
+        [run_id, run_id],
+    )
+    return counts | ({NO_TEXT: missing} if missing else {})
 
 
 def runs_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
@@ -1096,7 +1146,7 @@ def run_members(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         con,
         """SELECT uc.platform, uc.user_id, coalesce(u.display_name, uc.user_id) AS name,
             u.label AS known_label, uc.cluster_id, uc.probability, uc.is_outlier, uc.x, uc.y,
-            uc.n_posts, uc.provisional
+            uc.n_posts, uc.provisional, uc.reason
         FROM user_clusters uc LEFT JOIN users u USING (platform, user_id)
         WHERE uc.run_id = ? ORDER BY uc.cluster_id, uc.probability DESC, uc.user_id""",
         [run_id],
@@ -1146,21 +1196,28 @@ def write_provisional(
             con.unregister("rows")
 
 
-def run_clusters(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+def run_clusters(
+    con: duckdb.DuckDBPyConnection, run_id: str, level: Level = "fine"
+) -> pl.DataFrame:
+    """A run's clusters at `level`, largest first (fine ones name their group in parent_id)."""
     return frame(
         con,
-        """SELECT cluster_id, label, size, n_outliers, example_users, representative_posts
-        FROM clusters WHERE run_id = ? ORDER BY size DESC, cluster_id""",
-        [run_id],
+        """SELECT cluster_id, label, size, n_outliers, example_users, representative_posts,
+            parent_id
+        FROM clusters WHERE run_id = ? AND level = ? ORDER BY size DESC, cluster_id""",
+        [run_id, level],
     )
 
 
-def run_terms(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+def run_terms(con: duckdb.DuckDBPyConnection, run_id: str, level: Level = "fine") -> pl.DataFrame:
+    """The top terms of a run's clusters at `level`."""
     return frame(
         con,
-        "SELECT cluster_id, term, weight, rank FROM cluster_terms WHERE run_id = ? "
-        "ORDER BY cluster_id, rank",
-        [run_id],
+        """SELECT t.cluster_id, t.term, t.weight, t.rank FROM cluster_terms t
+        SEMI JOIN clusters c ON c.run_id = t.run_id AND c.cluster_id = t.cluster_id
+            AND c.level = ?
+        WHERE t.run_id = ? ORDER BY t.cluster_id, t.rank""",
+        [level, run_id],
     )
 
 

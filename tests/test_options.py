@@ -16,6 +16,7 @@ BAD = {  # a value each option's setting refuses
     "model": "  ",
     "profile_method": "median",
     "min_cluster_size": 1,
+    "clusters": 1,
     "umap_n_components": 101,
     "umap_n_neighbors": 1,
     "random_state": "seven",
