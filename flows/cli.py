@@ -151,8 +151,8 @@ def prefect_console(verbose: bool) -> None:
 
 def show_progress(ctx: typer.Context, forced: bool | None) -> None:
     """Progress bars on stderr for this command: when it is a terminal, or as forced."""
-    from flows import progress
     from flows.console import ProgressBars
+    from pipeline import progress
 
     if forced is False or (forced is None and not errors.is_terminal):
         return

@@ -44,7 +44,7 @@ class SafeConsole(Console):
 
 
 class ProgressBars:
-    """flows/progress.py's display: one rich bar (or spinner) per task, on `console`; a finished
+    """pipeline/progress.py's display: one rich bar (or spinner) per task, on `console`; a finished
     task stays as one line with its outcome."""
 
     def __init__(self, console: Console) -> None:

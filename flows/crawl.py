@@ -25,8 +25,8 @@ import yaml
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
-from flows import lifetime, progress
-from pipeline import store
+from flows import lifetime
+from pipeline import progress, store
 from pipeline.settings import Settings, load_settings
 from scrapers.sources import load_sources
 

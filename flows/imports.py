@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows import lifetime, progress
-from pipeline import ingest, store
+from flows import lifetime
+from pipeline import ingest, progress, store
 from pipeline.settings import Settings, load_settings
 
 lifetime.tie_temporary_server()

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 
-from flows import lifetime, progress
+from flows import lifetime
 from flows.artifacts import show_in_ui
 from flows.cache import Stage
 from flows.files import write_atomically
@@ -38,8 +38,8 @@ from pipeline import assign as assign_step
 from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
+from pipeline import progress, store
 from pipeline import reduce as reduce_step
-from pipeline import store
 from pipeline.settings import RefreshOptions, Settings, load_settings
 from pipeline.store import writing
 

@@ -24,9 +24,8 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
 
-from flows import progress
 from pipeline import embed as embed_step
-from pipeline import store
+from pipeline import progress, store
 from pipeline.clean import text_hash
 from pipeline.settings import Settings
 from pipeline.store import writing

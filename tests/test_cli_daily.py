@@ -19,10 +19,9 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from flows import progress
 from flows.cli import PRODUCTS, app
 from flows.console import ProgressBars
-from pipeline import store
+from pipeline import progress, store
 from pipeline.clean import clean_text, excerpt
 from pipeline.recommend import cluster_reason, user_reason
 from pipeline.settings import RefreshOptions, load_settings
