@@ -17,11 +17,8 @@ class Clustering:
 
 
 MAX_CLUSTER_SHARE = 5  # an HDBSCAN cluster over 1/5 of the users splits into its children
-
-
-def auto_min_cluster_size(n_users: int) -> int:
-    """Smallest group worth naming, scaled to the number of users."""
-    return int(max(3, round(n_users / 25)))
+SELECTION_SPACES = 3  # consensus spaces the granularity is measured on
+SELECTION_USERS = 2_000  # ... on a fixed sample of at most this many users (sizes scale up)
 
 
 @dataclass(frozen=True)
@@ -31,22 +28,56 @@ class HdbscanParams:
     min_cluster_size: int
     min_samples: int
     cluster_selection_method: str = "eom"
+    split_share: int | None = MAX_CLUSTER_SHARE  # None: no cluster is split
 
 
 def hdbscan_params(
-    n_users: int, min_cluster_size: int | None = None, min_samples: int | None = None
+    n_users: int, min_cluster_size: int, min_samples: int | None = None
 ) -> HdbscanParams:
-    """The settings' sizes, or sizes scaled to the users; never over half of them."""
-    size = min(min_cluster_size or auto_min_cluster_size(n_users), max(2, n_users // 2))
+    """HDBSCAN's sizes for `n_users` points: never over half of them; min_samples by default
+    half the cluster size (at least 2)."""
+    size = min(min_cluster_size, max(2, n_users // 2))
     return HdbscanParams(size, min_samples or max(2, size // 2))
+
+
+def auto_min_cluster_size(spaces: list[np.ndarray], random_state: int = 0) -> int:
+    """The granularity the data holds: of `size_grid`'s sizes, the one whose HDBSCAN clusters
+    persist most in total (the sum of HDBSCAN's cluster persistence, mean over the first
+    `SELECTION_SPACES` spaces). Over `SELECTION_USERS` users it is measured on a fixed sample
+    and scaled up by users / sample."""
+    n = len(spaces[0])
+    sample = np.arange(n)
+    if n > SELECTION_USERS:
+        rng = np.random.default_rng(random_state)
+        sample = np.sort(rng.choice(n, SELECTION_USERS, replace=False))
+    sizes = size_grid(len(sample))
+    persistence = [
+        np.mean([total_persistence(space[sample], size) for space in spaces[:SELECTION_SPACES]])
+        for size in sizes
+    ]
+    return int(round(sizes[int(np.argmax(persistence))] * n / len(sample)))
+
+
+def total_persistence(points: np.ndarray, size: int) -> float:
+    """The summed persistence of the clusters HDBSCAN finds with minimum cluster size `size`."""
+    params = hdbscan_params(len(points), size)
+    model = run_hdbscan(points, params.min_cluster_size, params.min_samples)
+    return float(model.cluster_persistence_.sum()) if model.labels_.max() >= 0 else 0.0
 
 
 def hdbscan_cluster(
     points: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None
 ) -> Clustering:
-    """HDBSCAN; the number of clusters is discovered. Noise goes to the nearest centroid."""
+    """HDBSCAN; the number of clusters is discovered, its granularity too unless
+    `min_cluster_size` is given. Noise goes to the nearest centroid."""
+    size = min_cluster_size or auto_min_cluster_size([points])
+    return cluster_with(points, hdbscan_params(len(points), size, min_samples))
+
+
+def cluster_with(points: np.ndarray, params: HdbscanParams) -> Clustering:
+    """HDBSCAN with `params`; noise goes to the nearest centroid, flagged."""
     n = len(points)
-    raw, probability = persistent_clusters(points, hdbscan_params(n, min_cluster_size, min_samples))
+    raw, probability = persistent_clusters(points, params)
     noise = raw < 0
     if noise.all():  # one undivided group: everyone is an outlier of cluster 0
         return Clustering(np.zeros(n, int), np.zeros(n), np.ones(n, bool), 1.0)
@@ -60,10 +91,13 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
     to its child clusters in HDBSCAN's tree (and they to theirs while still too big); a cluster
     without children stays whole. Users that leave a parent before it splits become noise.
     Returns labels (-1 = noise) and membership strengths."""
-    import hdbscan
-
-    model = hdbscan.HDBSCAN(**vars(params)).fit(points)
+    model = run_hdbscan(
+        points, params.min_cluster_size, params.min_samples, params.cluster_selection_method
+    )
     n = len(points)
+    if params.split_share is None:
+        labels = model.labels_.copy()
+        return labels, np.where(labels >= 0, model.probabilities_, 0.0).astype(np.float64)
     tree = model.condensed_tree_.to_numpy()
     children: dict[int, list[int]] = {}
     for parent, child in zip(tree["parent"].tolist(), tree["child"].tolist(), strict=True):
@@ -72,7 +106,7 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
     node_of_size = {}
     for node, points_in in members.items():
         node_of_size.setdefault(len(points_in), []).append(node)
-    cap = max(n // MAX_CLUSTER_SHARE, 2 * params.min_cluster_size)
+    cap = max(n // params.split_share, 2 * params.min_cluster_size)
     labels = np.full(n, -1)
     for found in np.unique(model.labels_[model.labels_ >= 0]):
         inside = np.flatnonzero(model.labels_ == found)
@@ -88,6 +122,17 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
                 labels[inside] = labels.max() + 1
     probability = np.where(labels >= 0, model.probabilities_, 0.0).astype(np.float64)
     return labels, probability
+
+
+def run_hdbscan(points: np.ndarray, min_cluster_size: int, min_samples: int, method: str = "eom"):
+    """A fitted HDBSCAN of the points."""
+    import hdbscan
+
+    return hdbscan.HDBSCAN(
+        min_cluster_size=min_cluster_size,
+        min_samples=min_samples,
+        cluster_selection_method=method,
+    ).fit(points)
 
 
 def tree_members(children: dict[int, list[int]], n_points: int) -> dict[int, np.ndarray]:
@@ -109,12 +154,18 @@ def consensus_cluster(
     the runs put them together (average linkage, at least `agreement` of the runs); groups
     smaller than the minimum size join the group they are most often with. Steadier than any
     single run, whose clusters move with the seed and with tiny changes of the vectors."""
+    size = min_cluster_size or auto_min_cluster_size(spaces)
+    params = hdbscan_params(len(spaces[0]), size, min_samples)
+    runs = [cluster_with(space, params) for space in spaces]
+    return combine_runs(runs, params.min_cluster_size, agreement)
+
+
+def combine_runs(runs: list[Clustering], size: int, agreement: float = 0.5) -> Clustering:
+    """The consensus of several clusterings of the same users (see `consensus_cluster`)."""
     from sklearn.cluster import AgglomerativeClustering
 
-    runs = [hdbscan_cluster(space, min_cluster_size, min_samples) for space in spaces]
     if len(runs) == 1:
         return runs[0]
-    n = len(spaces[0])
     together = np.mean([r.labels[:, None] == r.labels[None, :] for r in runs], axis=0)
     labels = AgglomerativeClustering(
         n_clusters=None,
@@ -122,7 +173,6 @@ def consensus_cluster(
         linkage="average",
         distance_threshold=1 - agreement,
     ).fit_predict(1 - together)
-    size = hdbscan_params(n, min_cluster_size, min_samples).min_cluster_size
     labels = merge_small_groups(labels, together, size)
     own = labels[:, None] == labels[None, :]
     np.fill_diagonal(own, False)
@@ -172,3 +222,9 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
     order = ids[np.lexsort((ids, -counts))]
     mapping = {old: new for new, old in enumerate(order)}
     return np.array([mapping[x] for x in labels], dtype=int)
+
+
+def size_grid(n_users: int, steps: int = 9) -> list[int]:
+    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users."""
+    top = max(4, n_users // 4)
+    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)})
