@@ -27,6 +27,22 @@ from pipeline import cluster, evaluate, profile, reduce  # noqa: E402
 VARIANTS = {"eom+split": ("eom", cluster.MAX_CLUSTER_SHARE), "eom": ("eom", None)}
 
 
+SELECTION_SPACES = 3  # spaces the persistence is measured on
+
+
+def size_grid(n_users: int, steps: int = 9) -> list[int]:
+    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users."""
+    top = max(4, n_users // 4)
+    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)})
+
+
+def total_persistence(points: np.ndarray, size: int) -> float:
+    """The summed persistence of the clusters HDBSCAN finds with minimum cluster size `size`."""
+    params = cluster.hdbscan_params(len(points), size)
+    model = cluster.run_hdbscan(points, params.min_cluster_size, params.min_samples)
+    return float(model.cluster_persistence_.sum()) if model.labels_.max() >= 0 else 0.0
+
+
 def profiles_of(settings, method: str) -> tuple[pl.DataFrame, np.ndarray]:
     """The users (row i = user i) and their profiles, as the refresh builds them."""
     posts = cleaned_posts(settings)
@@ -55,11 +71,11 @@ def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int)
 
 
 def criteria(spaces: list[np.ndarray], runs: list[cluster.Clustering], size: int) -> dict:
-    """Label-free measures of one granularity: the clusters' total persistence (the rule
-    `cluster.auto_min_cluster_size` uses), how much the runs agree, their noise."""
-    first = spaces[: cluster.SELECTION_SPACES]
+    """Label-free measures of one granularity: the clusters' total persistence, how much the
+    runs agree, their noise."""
+    first = spaces[:SELECTION_SPACES]
     return {
-        "persistence": float(np.mean([cluster.total_persistence(s, size) for s in first])),
+        "persistence": float(np.mean([total_persistence(s, size) for s in first])),
         "stability": evaluate.mean_pairwise_ari([r.labels.tolist() for r in runs]),
         "noise": float(np.mean([r.noise_share for r in runs])),
     }
@@ -72,7 +88,7 @@ def probe(settings, name, method, seed, truth) -> list[dict]:
     spaces = list(spaces_of(settings, name, method, profiles, seed))
     rows = []
     for variant, (selection, share) in VARIANTS.items():
-        for size in cluster.size_grid(len(truth)):
+        for size in size_grid(len(truth)):
             params = cluster.HdbscanParams(size, max(2, size // 2), selection, share)
             runs = [cluster.cluster_with(space, params) for space in spaces]
             found = cluster.combine_runs(runs, size).labels

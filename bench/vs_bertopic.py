@@ -146,21 +146,14 @@ def prepare(posts: pl.DataFrame, source: Path, settings: Any) -> Sample:
 
 
 def tribes_rules(n_points: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The UMAP/HDBSCAN parameters pipeline.reduce and pipeline.cluster pick for `n_points`
-    (Tribes chooses min_cluster_size from its UMAP spaces; up front, unset, the quality
-    preset's scaled size stands in)."""
-    import quality  # this script's folder is on sys.path; imports Prefect
-
+    """The UMAP/HDBSCAN parameters pipeline.reduce and pipeline.cluster pick for `n_points`."""
     from pipeline.cluster import hdbscan_params
     from pipeline.reduce import umap_params
 
     umap = umap_params(
         n_points, cfg["umap_n_components"], cfg["umap_n_neighbors"], cfg["umap_min_dist"]
     )
-    size = (
-        cfg["min_cluster_size"] or quality.bertopic_params(n_points)["hdbscan"]["min_cluster_size"]
-    )
-    hdbscan = hdbscan_params(n_points, size, cfg["min_samples"])
+    hdbscan = hdbscan_params(n_points, cfg["min_cluster_size"], cfg["min_samples"])
     return {
         "umap": umap,
         "hdbscan": {k: v for k, v in vars(hdbscan).items() if k != "split_share"},

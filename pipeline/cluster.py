@@ -17,8 +17,11 @@ class Clustering:
 
 
 MAX_CLUSTER_SHARE = 5  # an HDBSCAN cluster over 1/5 of the users splits into its children
-SELECTION_SPACES = 3  # consensus spaces the granularity is measured on
-SELECTION_USERS = 2_000  # ... on a fixed sample of at most this many users (sizes scale up)
+
+
+def auto_min_cluster_size(n_users: int) -> int:
+    """Smallest group worth naming, scaled to the number of users."""
+    return int(max(3, round(n_users / 25)))
 
 
 @dataclass(frozen=True)
@@ -32,46 +35,18 @@ class HdbscanParams:
 
 
 def hdbscan_params(
-    n_users: int, min_cluster_size: int, min_samples: int | None = None
+    n_users: int, min_cluster_size: int | None = None, min_samples: int | None = None
 ) -> HdbscanParams:
-    """HDBSCAN's sizes for `n_users` points: never over half of them; min_samples by default
-    half the cluster size (at least 2)."""
-    size = min(min_cluster_size, max(2, n_users // 2))
+    """The settings' sizes, or sizes scaled to the users; never over half of them."""
+    size = min(min_cluster_size or auto_min_cluster_size(n_users), max(2, n_users // 2))
     return HdbscanParams(size, min_samples or max(2, size // 2))
-
-
-def auto_min_cluster_size(spaces: list[np.ndarray], random_state: int = 0) -> int:
-    """The granularity the data holds: of `size_grid`'s sizes, the one whose HDBSCAN clusters
-    persist most in total (the sum of HDBSCAN's cluster persistence, mean over the first
-    `SELECTION_SPACES` spaces). Over `SELECTION_USERS` users it is measured on a fixed sample
-    and scaled up by users / sample."""
-    n = len(spaces[0])
-    sample = np.arange(n)
-    if n > SELECTION_USERS:
-        rng = np.random.default_rng(random_state)
-        sample = np.sort(rng.choice(n, SELECTION_USERS, replace=False))
-    sizes = size_grid(len(sample))
-    persistence = [
-        np.mean([total_persistence(space[sample], size) for space in spaces[:SELECTION_SPACES]])
-        for size in sizes
-    ]
-    return int(round(sizes[int(np.argmax(persistence))] * n / len(sample)))
-
-
-def total_persistence(points: np.ndarray, size: int) -> float:
-    """The summed persistence of the clusters HDBSCAN finds with minimum cluster size `size`."""
-    params = hdbscan_params(len(points), size)
-    model = run_hdbscan(points, params.min_cluster_size, params.min_samples)
-    return float(model.cluster_persistence_.sum()) if model.labels_.max() >= 0 else 0.0
 
 
 def hdbscan_cluster(
     points: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None
 ) -> Clustering:
-    """HDBSCAN; the number of clusters is discovered, its granularity too unless
-    `min_cluster_size` is given. Noise goes to the nearest centroid."""
-    size = min_cluster_size or auto_min_cluster_size([points])
-    return cluster_with(points, hdbscan_params(len(points), size, min_samples))
+    """HDBSCAN; the number of clusters is discovered. Noise goes to the nearest centroid."""
+    return cluster_with(points, hdbscan_params(len(points), min_cluster_size, min_samples))
 
 
 def cluster_with(points: np.ndarray, params: HdbscanParams) -> Clustering:
@@ -154,8 +129,7 @@ def consensus_cluster(
     the runs put them together (average linkage, at least `agreement` of the runs); groups
     smaller than the minimum size join the group they are most often with. Steadier than any
     single run, whose clusters move with the seed and with tiny changes of the vectors."""
-    size = min_cluster_size or auto_min_cluster_size(spaces)
-    params = hdbscan_params(len(spaces[0]), size, min_samples)
+    params = hdbscan_params(len(spaces[0]), min_cluster_size, min_samples)
     runs = [cluster_with(space, params) for space in spaces]
     return combine_runs(runs, params.min_cluster_size, agreement)
 
@@ -222,9 +196,3 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
     order = ids[np.lexsort((ids, -counts))]
     mapping = {old: new for new, old in enumerate(order)}
     return np.array([mapping[x] for x in labels], dtype=int)
-
-
-def size_grid(n_users: int, steps: int = 9) -> list[int]:
-    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users."""
-    top = max(4, n_users // 4)
-    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)})

@@ -143,10 +143,7 @@ class Settings(BaseSettings):
 
     # cluster
     min_cluster_size: int | None = Field(
-        None,
-        ge=2,
-        description="smallest interest group HDBSCAN keeps; None = chosen from the data each run "
-        "(the size whose clusters persist most)",
+        None, ge=2, description="smallest interest group HDBSCAN keeps; None = scaled to the users"
     )
     min_samples: int | None = Field(None, ge=1)
 

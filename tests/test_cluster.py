@@ -67,35 +67,3 @@ def test_small_groups_join_the_group_they_are_most_often_with():
 def test_run_seeds_are_reproducible_and_disjoint_between_states():
     assert run_seeds(42, 10) == run_seeds(42, 10)
     assert not set(run_seeds(0, 10)) & set(run_seeds(1, 10))
-
-
-def separated_groups(groups: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`groups` well separated groups of `size` points each (one axis per group)."""
-    truth = np.repeat(np.arange(groups), size)
-    points = np.eye(groups)[truth] * 10 + np.random.default_rng(seed).normal(
-        scale=0.5, size=(len(truth), groups)
-    )
-    return points, truth
-
-
-def test_granularity_comes_from_the_data_many_small_groups_or_few_big_ones():
-    """No size given: 40 groups of 8 users come out as 40 clusters (the old users/25 rule asked
-    for groups of 13 and merged them), and 3 groups of 100 as 3."""
-    for groups, size in ((40, 8), (3, 100)):
-        spaces = [separated_groups(groups, size, seed)[0] for seed in range(3)]
-        truth = separated_groups(groups, size, 0)[1]
-        found = consensus_cluster(spaces)
-        assert adjusted_rand_score(truth, found.labels) == 1.0, (groups, size)
-
-
-def test_granularity_of_many_users_is_measured_on_a_sample_and_scaled_up():
-    """Over SELECTION_USERS users the size is chosen on a fixed sample: 5,000 users in 10
-    groups still come out as the 10 groups, from the same size every time."""
-    from pipeline.cluster import SELECTION_USERS, auto_min_cluster_size
-
-    points, truth = separated_groups(10, 500, 0)
-    assert len(points) > SELECTION_USERS
-    size = auto_min_cluster_size([points])
-    assert size == auto_min_cluster_size([points]) and 3 <= size <= 500
-    found = hdbscan_cluster(points)
-    assert adjusted_rand_score(truth, found.labels) == 1.0
