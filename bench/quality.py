@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/quality.py                 # every labelled set found
     .venv/bin/python bench/quality.py --sets fb_pages --seeds 1 --no-bertopic
+    .venv/bin/python bench/quality.py --protocol      # every set, one summary table
+
+The protocol (`PROTOCOL`) adds real labelled users of varied shapes cut from the same data:
+~2,000 / 300 / 30 users, 3 / 9 / 34 labels, short posts (tweets, one or four languages) and long
+ones (page posts joined). Every default is decided on all sets together, never on one.
 
 Each set is imported into its own DuckDB file under .tribes/bench/ (so embeddings are computed
 once), Tribes' refresh flow runs exactly as `tribes refresh` does, and the baselines reuse the
@@ -30,8 +35,10 @@ os.environ.setdefault("PREFECT_HOME", str(ROOT / ".tribes" / "bench" / "prefect"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from flows.evaluate import (  # noqa: E402
+    SEEDS,
     Scores,
     cleaned_posts,
+    evaluate_plain,
     evaluate_study,
     evaluate_tribes,
     score_grouping,
@@ -88,10 +95,13 @@ def fb_pages_other_posts(per_page: int = 300, min_posts: int = 20) -> pl.DataFra
     )
 
 
-def tweet_users(chunk: int = 20, seed: int = 0) -> pl.DataFrame:
+def tweet_users(chunk: int = 20, seed: int = 0, languages: tuple[str, ...] = ()) -> pl.DataFrame:
     """Pseudo-users from tweet_topic_xl: single-topic tweets grouped by (topic, language),
-    shuffled with a fixed seed and cut into users of 20-39 tweets; the label is the topic."""
+    shuffled with a fixed seed and cut into users of `chunk` to 2 × `chunk` - 1 tweets; the label
+    is the topic. `languages`: only tweets in these (default: all four)."""
     tweets = pl.read_parquet(SHARED / "tweet_topic_xl" / "posts.parquet")
+    if languages:
+        tweets = tweets.filter(pl.col("lang").is_in(list(languages)))
     topics = [
         c
         for c in tweets.columns
@@ -115,6 +125,74 @@ def tweet_users(chunk: int = 20, seed: int = 0) -> pl.DataFrame:
     return pl.concat(parts).select("user_id", "post_id", "created_at", "text", "label")
 
 
+def md5_order(frame: pl.DataFrame, *columns: str) -> pl.Series:
+    """A fixed pseudo-random order of the rows: the md5 of their `columns` joined by '|'."""
+    keys = frame.select(pl.concat_str([pl.col(c).cast(pl.Utf8) for c in columns], separator="|"))
+    return pl.Series([hashlib.md5(k.encode()).hexdigest() for k in keys.to_series()])
+
+
+def page_users(
+    users_per_page: int,
+    posts_per_user: int,
+    label_col: str = "user_label",
+    categories: int | None = None,
+    pages_per_label: int | None = None,
+    join: int = 1,
+) -> pl.DataFrame:
+    """Pseudo-users cut from the pages' 233k posts (`posts_all.parquet`): each page's posts in
+    md5 order, `join` of them concatenated into one (long) post, `posts_per_user` such posts per
+    user, at most `users_per_page` users per page; optionally only the `categories` largest
+    categories and `pages_per_label` pages of each (by md5 of the page). Label: `label_col`."""
+    posts = pl.read_parquet(SHARED / "fb_pages_2016" / "posts_all.parquet").filter(
+        pl.col("text").str.strip_chars().str.len_chars() > 0
+    )
+    if categories:
+        largest = posts.group_by("user_label").agg(pl.col("user_id").n_unique().alias("n"))
+        keep = largest.sort(["n", "user_label"], descending=[True, False]).head(categories)
+        posts = posts.filter(pl.col("user_label").is_in(keep["user_label"].implode()))
+    if pages_per_label:
+        pages = posts.select("user_id", "user_label").unique()
+        pages = pages.with_columns(order=md5_order(pages, "user_id")).sort("order")
+        chosen = pages.group_by("user_label", maintain_order=True).head(pages_per_label)
+        posts = posts.filter(pl.col("user_id").is_in(chosen["user_id"].implode()))
+    span = join * posts_per_user
+    ranked = (
+        posts.with_columns(order=md5_order(posts, "user_id", "post_id"))
+        .sort("order")
+        .with_columns(rank=pl.int_range(pl.len()).over("user_id"))
+        .with_columns(member=pl.col("rank") // span, piece=pl.col("rank") // join)
+        .filter(pl.col("member") < users_per_page)
+        .filter(pl.len().over("user_id", "member") == span)  # only whole users
+    )
+    return (
+        ranked.group_by("user_id", "member", "piece", maintain_order=True)
+        .agg(
+            pl.col("post_id").first(),
+            pl.col("created_at").min(),
+            pl.col("text").str.join("\n\n"),
+            pl.col(label_col).first().alias("label"),
+        )
+        .with_columns(user_id=pl.format("{}~{}", "user_id", "member"))
+        .select("user_id", "post_id", "created_at", "text", "label")
+    )
+
+
+PROTOCOL = {  # the generalisation protocol: real labelled users of varied shapes
+    # ~2,000 users of 10 short posts (each page cut into up to 15 users): 9 and 34 labels
+    "pages_2000_users": lambda: page_users(15, 10),
+    "pages_2000_users_fine": lambda: page_users(15, 10, "user_label_fine"),
+    # 3 labels: ~300 users (3 per page) and 30 users (10 pages per label, one user each)
+    "pages_300_users_3_labels": lambda: page_users(3, 10, categories=3),
+    "pages_30_users_3_labels": lambda: page_users(1, 20, categories=3, pages_per_label=10),
+    # long posts: 10 page posts joined into one, 6 per user, 4 users per page; 9 and 34 labels
+    "pages_long_posts": lambda: page_users(4, 6, join=10),
+    "pages_long_posts_fine": lambda: page_users(4, 6, "user_label_fine", join=10),
+    # short posts: tweet users of 5 tweets in four languages, and of 4 English tweets
+    "tweets_short_multilingual": lambda: tweet_users(chunk=5),
+    "tweets_short_english": lambda: tweet_users(chunk=4, languages=("en",)),
+}
+
+
 def available_sets() -> dict[str, callable]:
     sample = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
     sets = {"sample": lambda: fb_pages("user_label", sample)}
@@ -126,6 +204,8 @@ def available_sets() -> dict[str, callable]:
         sets["fb_pages_other_posts"] = fb_pages_other_posts
     if (SHARED / "tweet_topic_xl" / "posts.parquet").exists():
         sets["tweet_topic_users"] = tweet_users
+    if (SHARED / "fb_pages_2016" / "posts_all.parquet").exists() and "tweet_topic_users" in sets:
+        sets |= PROTOCOL
     return sets
 
 
@@ -304,26 +384,62 @@ def print_composition(tribes: Scores) -> None:
         )
 
 
+def print_summary(results: dict[str, tuple[int, int, list[Scores]]], seeds: int) -> None:
+    """ONE table: every set × {Tribes, study, plain baseline}, seed-mean ARI / NMI and clusters
+    found vs labels; then the mean over sets and on how many sets Tribes beats each baseline."""
+    methods = ("tribes", "study", "plain")
+    print(f"\n## Summary: {seeds}-seed means, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        "| set | users | labels | "
+        + " | ".join(f"{m} ARI | {m} NMI | {m} clusters" for m in methods)
+        + " |"
+    )
+    print("|---|---|---|" + "---|" * 3 * len(methods))
+    for name, (n_users, n_labels, rows) in results.items():
+        cells = [f"{fmt(r.seed_ari)} | {fmt(r.seed_nmi)} | {r.seed_clusters:.1f}" for r in rows]
+        print(f"| {name} | {n_users} | {n_labels} | " + " | ".join(cells) + " |")
+    means = [
+        [np.mean([rows[i].seed_ari for _, _, rows in results.values()]) for i in range(3)],
+        [np.mean([rows[i].seed_nmi for _, _, rows in results.values()]) for i in range(3)],
+    ]
+    print(
+        f"| **mean of {len(results)} sets** | | | "
+        + " | ".join(f"{means[0][i]:.3f} | {means[1][i]:.3f} | " for i in range(3))
+        + " |"
+    )
+    for i, method in enumerate(methods[1:], start=1):
+        wins = sum(rows[0].seed_ari > rows[i].seed_ari for _, _, rows in results.values())
+        print(f"\nTribes beats {method} on {wins} of {len(results)} sets (seed-mean ARI).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="*", help="which labelled sets (default: all found)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the stability columns")
     parser.add_argument("--no-bertopic", action="store_true", help="skip the BERTopic baseline")
+    parser.add_argument(
+        "--protocol",
+        action="store_true",
+        help="every set (the protocol's derived sets too), no BERTopic, one summary table",
+    )
     args = parser.parse_args()
+    args.no_bertopic |= args.protocol
     print(
         f"# Tribes quality bench — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores"
     )
     sets = available_sets()
+    results = {}
     for name in args.sets or list(sets):
         started = time.perf_counter()
         posts = sets[name]()
         settings = load_into_db(name, posts)
         known = dict(posts.select("user_id", "label").unique().iter_rows())
         labels = pl.DataFrame({"user_id": list(known), "label": list(known.values())})
-        seeds = (42, 0, 1, 2, 3)[: max(1, args.seeds)]
+        seeds = SEEDS[: max(1, args.seeds)]
         rows = [evaluate_tribes(settings, labels, seeds)]
         rows.append(evaluate_study(settings, labels, seeds))
+        rows.append(evaluate_plain(settings, labels, seeds))
         if not args.no_bertopic:
             clean_posts, vectors = stored_post_vectors(settings)
             rows.append(bertopic_baseline(clean_posts, vectors, known, seed=42))
@@ -336,6 +452,8 @@ def main() -> None:
             time.perf_counter() - started,
         )
         print_language_report(posts, rows[0], known)
+        results[name] = (len(known), len(set(known.values())), rows[:3])
+    print_summary(results, len(seeds))
 
 
 if __name__ == "__main__":

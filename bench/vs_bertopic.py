@@ -154,7 +154,10 @@ def tribes_rules(n_points: int, cfg: dict[str, Any]) -> dict[str, Any]:
         n_points, cfg["umap_n_components"], cfg["umap_n_neighbors"], cfg["umap_min_dist"]
     )
     hdbscan = hdbscan_params(n_points, cfg["min_cluster_size"], cfg["min_samples"])
-    return {"umap": umap, "hdbscan": vars(hdbscan)}
+    return {
+        "umap": umap,
+        "hdbscan": {k: v for k, v in vars(hdbscan).items() if k != "split_share"},
+    }
 
 
 def bertopic_params(n_posts: int, cfg: dict[str, Any], preset: str) -> dict[str, Any]:

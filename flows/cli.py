@@ -666,8 +666,9 @@ def evaluate(
     seeds: Annotated[int, typer.Option(min=1, max=5, help="refreshes with different seeds")] = 5,
 ) -> None:
     """Refresh with several seeds and score the clusters against known user labels, beside the
-    original study's method (one concatenated string per user, UMAP 2-D, KMeans 7)."""
-    from flows.evaluate import SEEDS, evaluate_study, evaluate_tribes, read_labels
+    original study's method (one concatenated string per user, UMAP 2-D, KMeans 7) and a plain
+    baseline (mean of single posts, UMAP 5-D, HDBSCAN users/40)."""
+    from flows.evaluate import SEEDS, evaluate_plain, evaluate_study, evaluate_tribes, read_labels
 
     config = settings()
     known = run_guarded(lambda: read_labels(config, labels))
@@ -676,6 +677,7 @@ def evaluate(
     rows = [
         run_guarded(lambda: evaluate_tribes(config, known, SEEDS[:seeds])),
         run_guarded(lambda: evaluate_study(config, known, SEEDS[:seeds])),
+        run_guarded(lambda: evaluate_plain(config, known, SEEDS[:seeds])),
     ]
     view = Table(title=f"Clusters vs known labels ({known.height} labelled users)")
     metrics = {
@@ -686,6 +688,8 @@ def evaluate(
         "noise before reassignment": "noise_share",
         "largest cluster": "largest",
         f"mean ARI, {seeds} seeds": "seed_ari",
+        f"mean NMI, {seeds} seeds": "seed_nmi",
+        f"mean clusters, {seeds} seeds": "seed_clusters",
         "stability across seeds": "stability",
         "NPMI of top-10 terms": "npmi",
         "topic diversity": "diversity",
@@ -693,12 +697,14 @@ def evaluate(
     view.add_column("metric")
     view.add_column("tribes", justify="right")
     view.add_column("study", justify="right")
+    view.add_column("plain", justify="right")
     for name, attribute in metrics.items():
         view.add_row(name, *(cell(getattr(row, attribute)) for row in rows))
     console.print(view)
     console.print(
         "study = the original study's method: each user's posts as ONE string (its first 512 "
-        "tokens), UMAP 2-D, KMeans k=7",
+        "tokens), UMAP 2-D, KMeans k=7; plain = the mean of each user's single-post vectors, "
+        "UMAP 5-D (15 neighbours), HDBSCAN min_cluster_size users/40, noise to the nearest",
         soft_wrap=True,
     )
     console.print(composition_table(rows[0]))

@@ -10,10 +10,11 @@ import polars as pl
 
 from flows.refresh import refresh
 from flows.vectors import stored_vectors
-from pipeline import clean, evaluate, label, store
+from pipeline import clean, evaluate, label, profile, store
 from pipeline.settings import RefreshOptions, Settings
 
 SEEDS = (42, 0, 1, 2, 3)
+PLAIN_METHOD = "plain: mean of posts → UMAP 5-D → HDBSCAN users/40"
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Scores:
     noise_share: float | None
     largest: int
     seed_ari: float | None = None  # mean ARI vs labels over the seeds
+    seed_nmi: float | None = None  # mean NMI vs labels over the seeds
+    seed_clusters: float | None = None  # mean number of clusters over the seeds
     stability: float | None = None  # mean pairwise ARI between the seeds' clusterings
     npmi: float | None = None
     diversity: float | None = None
@@ -91,6 +94,16 @@ def topic_scores(posts: pl.DataFrame, cluster_of_user: dict[str, int]) -> tuple[
     return float(np.mean(evaluate.npmi_coherence(texts, topics))), evaluate.topic_diversity(topics)
 
 
+def seed_means(truth: list, runs: list) -> dict[str, float]:
+    """Mean ARI, NMI and number of clusters of the seeds' groupings against the known labels."""
+    scores = [evaluate.agreement(truth, r) for r in runs]
+    return {
+        "seed_ari": float(np.mean([s["ari"] for s in scores])),
+        "seed_nmi": float(np.mean([s["nmi"] for s in scores])),
+        "seed_clusters": float(np.mean([len(set(np.asarray(r).tolist())) for r in runs])),
+    }
+
+
 def score_grouping(
     method: str, users: list[str], runs: list[np.ndarray], known: dict[str, str], posts
 ) -> Scores:
@@ -104,7 +117,7 @@ def score_grouping(
         n_clusters=len(set(found.tolist())),
         noise_share=None,
         largest=int(np.bincount(found).max()),
-        seed_ari=float(np.mean([evaluate.agreement(truth, r)["ari"] for r in runs])),
+        **seed_means(truth, runs),
         stability=evaluate.mean_pairwise_ari([r.tolist() for r in runs]),
         npmi=npmi,
         diversity=diversity,
@@ -133,6 +146,22 @@ def evaluate_study(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scor
     )
 
 
+def evaluate_plain(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
+    """The plain baseline (`evaluate.plain_clusters`) on the same posts and model: each labelled
+    user's vector is the mean of its single-post vectors."""
+    posts = cleaned_posts(settings).filter(pl.col("user_id").is_in(known["user_id"].implode()))
+    users = profile.user_index(posts)
+    vectors = stored_vectors(settings, posts["text_clean"].to_list(), "single posts")
+    means = profile.build_profiles(profile.rows_of(posts, users), vectors, users.height, "mean")
+    return score_grouping(
+        PLAIN_METHOD,
+        users["user_id"].to_list(),
+        [evaluate.plain_clusters(means, seed) for seed in seeds],
+        dict(known.iter_rows()),
+        posts,
+    )
+
+
 def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
     """Refresh once per seed (embeddings are reused) and score every run against `known`."""
     runs = [
@@ -152,9 +181,7 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
         n_clusters=first["cluster_id"].n_unique(),
         noise_share=float(first["is_outlier"].mean()),
         largest=int(first["cluster_id"].value_counts()["count"].max()),
-        seed_ari=float(
-            np.mean([evaluate.agreement(j["label"], j["cluster_id"])["ari"] for j in joined])
-        ),
+        **seed_means(first["label"].to_list(), [j["cluster_id"].to_numpy() for j in joined]),
         stability=evaluate.mean_pairwise_ari([j["cluster_id"].to_list() for j in joined]),
         npmi=float(np.mean(evaluate.npmi_coherence(texts, topics))),
         diversity=evaluate.topic_diversity(topics),

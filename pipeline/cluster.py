@@ -31,6 +31,7 @@ class HdbscanParams:
     min_cluster_size: int
     min_samples: int
     cluster_selection_method: str = "eom"
+    split_share: int | None = MAX_CLUSTER_SHARE  # None: no cluster is split
 
 
 def hdbscan_params(
@@ -45,8 +46,13 @@ def hdbscan_cluster(
     points: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None
 ) -> Clustering:
     """HDBSCAN; the number of clusters is discovered. Noise goes to the nearest centroid."""
+    return cluster_with(points, hdbscan_params(len(points), min_cluster_size, min_samples))
+
+
+def cluster_with(points: np.ndarray, params: HdbscanParams) -> Clustering:
+    """HDBSCAN with `params`; noise goes to the nearest centroid, flagged."""
     n = len(points)
-    raw, probability = persistent_clusters(points, hdbscan_params(n, min_cluster_size, min_samples))
+    raw, probability = persistent_clusters(points, params)
     noise = raw < 0
     if noise.all():  # one undivided group: everyone is an outlier of cluster 0
         return Clustering(np.zeros(n, int), np.zeros(n), np.ones(n, bool), 1.0)
@@ -60,10 +66,13 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
     to its child clusters in HDBSCAN's tree (and they to theirs while still too big); a cluster
     without children stays whole. Users that leave a parent before it splits become noise.
     Returns labels (-1 = noise) and membership strengths."""
-    import hdbscan
-
-    model = hdbscan.HDBSCAN(**vars(params)).fit(points)
+    model = run_hdbscan(
+        points, params.min_cluster_size, params.min_samples, params.cluster_selection_method
+    )
     n = len(points)
+    if params.split_share is None:
+        labels = model.labels_.copy()
+        return labels, np.where(labels >= 0, model.probabilities_, 0.0).astype(np.float64)
     tree = model.condensed_tree_.to_numpy()
     children: dict[int, list[int]] = {}
     for parent, child in zip(tree["parent"].tolist(), tree["child"].tolist(), strict=True):
@@ -72,7 +81,7 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
     node_of_size = {}
     for node, points_in in members.items():
         node_of_size.setdefault(len(points_in), []).append(node)
-    cap = max(n // MAX_CLUSTER_SHARE, 2 * params.min_cluster_size)
+    cap = max(n // params.split_share, 2 * params.min_cluster_size)
     labels = np.full(n, -1)
     for found in np.unique(model.labels_[model.labels_ >= 0]):
         inside = np.flatnonzero(model.labels_ == found)
@@ -88,6 +97,17 @@ def persistent_clusters(points: np.ndarray, params: HdbscanParams) -> tuple[np.n
                 labels[inside] = labels.max() + 1
     probability = np.where(labels >= 0, model.probabilities_, 0.0).astype(np.float64)
     return labels, probability
+
+
+def run_hdbscan(points: np.ndarray, min_cluster_size: int, min_samples: int, method: str = "eom"):
+    """A fitted HDBSCAN of the points."""
+    import hdbscan
+
+    return hdbscan.HDBSCAN(
+        min_cluster_size=min_cluster_size,
+        min_samples=min_samples,
+        cluster_selection_method=method,
+    ).fit(points)
 
 
 def tree_members(children: dict[int, list[int]], n_points: int) -> dict[int, np.ndarray]:
@@ -109,12 +129,17 @@ def consensus_cluster(
     the runs put them together (average linkage, at least `agreement` of the runs); groups
     smaller than the minimum size join the group they are most often with. Steadier than any
     single run, whose clusters move with the seed and with tiny changes of the vectors."""
+    params = hdbscan_params(len(spaces[0]), min_cluster_size, min_samples)
+    runs = [cluster_with(space, params) for space in spaces]
+    return combine_runs(runs, params.min_cluster_size, agreement)
+
+
+def combine_runs(runs: list[Clustering], size: int, agreement: float = 0.5) -> Clustering:
+    """The consensus of several clusterings of the same users (see `consensus_cluster`)."""
     from sklearn.cluster import AgglomerativeClustering
 
-    runs = [hdbscan_cluster(space, min_cluster_size, min_samples) for space in spaces]
     if len(runs) == 1:
         return runs[0]
-    n = len(spaces[0])
     together = np.mean([r.labels[:, None] == r.labels[None, :] for r in runs], axis=0)
     labels = AgglomerativeClustering(
         n_clusters=None,
@@ -122,7 +147,6 @@ def consensus_cluster(
         linkage="average",
         distance_threshold=1 - agreement,
     ).fit_predict(1 - together)
-    size = hdbscan_params(n, min_cluster_size, min_samples).min_cluster_size
     labels = merge_small_groups(labels, together, size)
     own = labels[:, None] == labels[None, :]
     np.fill_diagonal(own, False)

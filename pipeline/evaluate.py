@@ -31,6 +31,24 @@ def study_clusters(user_vectors: np.ndarray, seed: int, k: int = STUDY_K) -> np.
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(plane)
 
 
+PLAIN_USERS_PER_SIZE = 40  # the plain baseline's HDBSCAN min_cluster_size is users/40
+
+
+def plain_clusters(user_vectors: np.ndarray, seed: int) -> np.ndarray:
+    """A plain baseline: one vector per user (the mean of its single-post vectors) → UMAP 5-D
+    cosine, 15 neighbours, min_dist 0 → HDBSCAN min_cluster_size users/40; noise joins the
+    nearest cluster."""
+    from pipeline.cluster import reassign_noise, run_hdbscan
+    from pipeline.reduce import umap_reduce
+
+    space = umap_reduce(user_vectors, 5, 15, 0.0, seed)
+    size = max(2, len(user_vectors) // PLAIN_USERS_PER_SIZE)
+    raw = run_hdbscan(space, size, size).labels_
+    if (raw < 0).all():
+        return np.zeros(len(raw), int)
+    return reassign_noise(space, raw)[0]
+
+
 def agreement(known: Sequence, found: Sequence) -> dict[str, float]:
     """ARI, NMI and AMI of found clusters against known labels."""
     return {

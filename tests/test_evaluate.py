@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from pipeline.evaluate import (
@@ -6,6 +7,7 @@ from pipeline.evaluate import (
     main_label_ari,
     mean_pairwise_ari,
     npmi_coherence,
+    plain_clusters,
     topic_diversity,
 )
 
@@ -82,3 +84,25 @@ def test_tribes_beats_the_study_on_real_labelled_pages(make_settings):
     assert tribes.seed_ari > study.seed_ari + 0.03, (tribes, study)
     assert tribes.nmi > study.nmi + 0.05, (tribes, study)
     assert tribes.n_clusters >= 5 and tribes.largest < 0.5 * known.height
+
+
+def test_seed_means_average_every_seed_never_the_best():
+    from flows.evaluate import seed_means
+
+    truth = ["a", "a", "b", "b"]
+    runs = [np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1])]
+    means = seed_means(truth, runs)
+    # ARI 1, -0.5, 0 and NMI 1, 0, 0.3113 (sklearn, arithmetic mean)
+    assert means["seed_ari"] == pytest.approx((1 - 0.5 + 0) / 3)
+    assert means["seed_nmi"] == pytest.approx((1 + 0 + agreement(truth, runs[2])["nmi"]) / 3)
+    assert means["seed_clusters"] == 2.0
+
+
+def test_plain_baseline_finds_separated_groups_and_leaves_nobody_out():
+    """Three groups of 40 users (one direction each, noisy): users/40 = 3 per cluster; every
+    user gets a cluster (noise joins the nearest)."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 40)
+    vectors = np.eye(20)[truth] + rng.normal(scale=0.05, size=(120, 20))
+    found = plain_clusters(vectors, seed=0)
+    assert agreement(truth, found)["ari"] == 1.0 and (found >= 0).all()

@@ -165,9 +165,15 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
     assert result.exit_code == 0, result.output
     assert "Clusters vs known labels (139 labelled users)" in result.output
     header = next(line for line in result.output.splitlines() if "metric" in line)
-    assert [cell.strip() for cell in header.split("┃")[1:4]] == ["metric", "tribes", "study"]
+    assert [cell.strip() for cell in header.split("┃")[1:5]] == [
+        "metric",
+        "tribes",
+        "study",
+        "plain",
+    ]
     ari_row = next(line for line in result.output.splitlines() if line.startswith("│ ARI "))
-    assert all(0 <= float(cell) <= 1 for cell in ari_row.split("│")[2:4]), ari_row
+    assert all(0 <= float(cell) <= 1 for cell in ari_row.split("│")[2:5]), ari_row
+    assert "plain = the mean of each user's single-post vectors" in result.output
     composition = result.output.split("Tribes' clusters and the known labels in them")[1]
     cells = [line.split("│")[1:6] for line in composition.splitlines() if line.startswith("│")]
     rows = [row for row in cells if row[0].strip()]  # not a wrapped cell's second line

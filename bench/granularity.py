@@ -1,0 +1,153 @@
+"""Granularity probe: how each candidate rule for HDBSCAN's min_cluster_size scores on the
+protocol's labelled sets (bench/quality.py), on the SAME consensus UMAP spaces per set and seed.
+
+    .venv/bin/python bench/granularity.py --sets sample tweet_topic_users --seeds 1
+
+For every set: the consensus's ARI / NMI / clusters at each size of the grid (what a perfect
+rule would pick), and what each label-free criterion picks; then the mean over sets per rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.quality import BENCH, available_sets, load_into_db  # noqa: E402
+from flows.evaluate import SEEDS, cleaned_posts  # noqa: E402
+from flows.vectors import stored_vectors  # noqa: E402
+from pipeline import cluster, evaluate, profile, reduce  # noqa: E402
+
+VARIANTS = {"eom+split": ("eom", cluster.MAX_CLUSTER_SHARE), "eom": ("eom", None)}
+
+
+SELECTION_SPACES = 3  # spaces the persistence is measured on
+
+
+def size_grid(n_users: int, steps: int = 9) -> list[int]:
+    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users."""
+    top = max(4, n_users // 4)
+    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)})
+
+
+def total_persistence(points: np.ndarray, size: int) -> float:
+    """The summed persistence of the clusters HDBSCAN finds with minimum cluster size `size`."""
+    params = cluster.hdbscan_params(len(points), size)
+    model = cluster.run_hdbscan(points, params.min_cluster_size, params.min_samples)
+    return float(model.cluster_persistence_.sum()) if model.labels_.max() >= 0 else 0.0
+
+
+def profiles_of(settings, method: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The users (row i = user i) and their profiles, as the refresh builds them."""
+    posts = cleaned_posts(settings)
+    users = profile.user_index(posts)
+    units = profile.profile_units(posts, method, settings.chunk_chars)
+    vectors = stored_vectors(settings, units["text_clean"].to_list(), f"{method} units")
+    return users, profile.user_profiles(units, vectors, users, method)
+
+
+def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int) -> np.ndarray:
+    """The consensus UMAP spaces of the profiles (cached per set, method and seed)."""
+    path = BENCH / "granularity" / f"{name}-{method}-{seed}.npy"
+    if path.exists():
+        return np.load(path)
+    spaces, _ = reduce.consensus_spaces(
+        profiles,
+        settings.umap_n_components,
+        settings.umap_n_neighbors,
+        settings.umap_min_dist,
+        seed,
+        settings.consensus_runs,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, spaces)
+    return spaces
+
+
+def criteria(spaces: list[np.ndarray], runs: list[cluster.Clustering], size: int) -> dict:
+    """Label-free measures of one granularity: the clusters' total persistence, how much the
+    runs agree, their noise."""
+    first = spaces[:SELECTION_SPACES]
+    return {
+        "persistence": float(np.mean([total_persistence(s, size) for s in first])),
+        "stability": evaluate.mean_pairwise_ari([r.labels.tolist() for r in runs]),
+        "noise": float(np.mean([r.noise_share for r in runs])),
+    }
+
+
+def probe(settings, name, method, seed, truth) -> list[dict]:
+    """One row per (variant, size): the consensus's scores and the criteria measured."""
+    users, profiles = profiles_of(settings, method)
+    truth = [truth[u] for u in users["user_id"]]
+    spaces = list(spaces_of(settings, name, method, profiles, seed))
+    rows = []
+    for variant, (selection, share) in VARIANTS.items():
+        for size in size_grid(len(truth)):
+            params = cluster.HdbscanParams(size, max(2, size // 2), selection, share)
+            runs = [cluster.cluster_with(space, params) for space in spaces]
+            found = cluster.combine_runs(runs, size).labels
+            rows.append(
+                {
+                    "set": name,
+                    "method": method,
+                    "seed": seed,
+                    "variant": variant,
+                    "size": size,
+                    **evaluate.agreement(truth, found),
+                    "k": len(set(found.tolist())),
+                    "labels": len(set(truth)),
+                    **criteria(spaces, runs, size),
+                }
+            )
+    return rows
+
+
+def picks(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per set and variant, the ARI / NMI / clusters at the size each rule picks: the most
+    persistent, the most stable, and the best by the labels (an oracle, for reference)."""
+    keys = ["set", "method", "seed", "variant"]
+    chosen = []
+    for rule, column in (
+        ("persistence", "persistence"),
+        ("stability", "stability"),
+        ("oracle", "ari"),
+    ):
+        best = rows.sort(column, descending=True).group_by(keys, maintain_order=True).first()
+        chosen.append(
+            best.select(*keys, pl.lit(rule).alias("rule"), "size", "ari", "nmi", "k", "labels")
+        )
+    return pl.concat(chosen).sort(keys + ["rule"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="*")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--methods", nargs="*", default=["chunk_mean"])
+    parser.add_argument("--out", default=str(BENCH / "granularity" / "probe.parquet"))
+    args = parser.parse_args()
+    sets = available_sets()
+    rows = []
+    for name in args.sets or list(sets):
+        started = time.perf_counter()
+        posts = sets[name]()
+        settings = load_into_db(name, posts)
+        truth = dict(posts.select("user_id", "label").unique().iter_rows())
+        for method in args.methods:
+            for seed in SEEDS[: args.seeds]:
+                rows += probe(settings, name, method, seed, truth)
+        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+        pl.DataFrame(rows).write_parquet(args.out)
+    table = picks(pl.DataFrame(rows))
+    print(table)
+    print(table.group_by("method", "variant", "rule").agg(pl.col("ari", "nmi").mean()).sort("ari"))
+
+
+if __name__ == "__main__":
+    main()
