@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 from prefect import flow, get_run_logger
 
 from flows import lifetime
-from pipeline import ingest, store
+from pipeline import ingest, people, store
 from pipeline.settings import Settings, load_settings
 
 lifetime.tie_temporary_server()
@@ -55,17 +56,26 @@ def import_file(
     columns: ingest.ColumnMap | None = None,
     fmt: str | None = None,
     encoding: str = "utf-8",
+    person_col: str | None = None,
 ) -> ImportReport:
-    """Validate the file completely, then upsert its posts and users in one transaction."""
+    """Validate the file completely, then upsert its posts and users in one transaction; posts
+    of forgotten accounts are refused. `person_col` declares each account's person."""
     source = Path(path)
     table = ingest.read_table(source, fmt, encoding)
-    data = ingest.to_posts(
-        table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
-    )
-    texts = data.posts["text"]
+    columns = columns or ingest.ColumnMap()
+    if person_col is not None and person_col not in table.columns:
+        raise ingest.IngestError(f"{source.name} has no column {person_col!r} (--person-col)")
+    data = ingest.to_posts(table, columns, platform, settings.max_post_chars, source.name)
     with store.open(settings, "write") as con:
+        data, refused_forgotten = without_forgotten(data, store.forgotten(con))
+        texts = data.posts["text"]
         overlap = store.texts_on_other_platforms(con, platform, texts)
         counts = store.upsert_posts(con, data.posts, data.users)
+        if person_col is not None:
+            declared = people.declared_links(
+                table.select(columns.user, person_col), platform, f"import {source.name}"
+            )
+            store.replace_declared(con, declared, f"import {source.name}")
     refused = {REFUSED: counts.refused.height} if counts.refused.height else {}
     return ImportReport(
         table.height,
@@ -74,8 +84,32 @@ def import_file(
         counts.unchanged,
         data.skipped | refused,
         data.users.height,
-        [*data.warnings, *platform_warning(platform, overlap, texts.n_unique())],
+        [
+            *data.warnings,
+            *platform_warning(platform, overlap, texts.n_unique()),
+            *refused_forgotten,
+        ],
     )
+
+
+def without_forgotten(
+    data: ingest.Ingested, forgotten: pl.DataFrame
+) -> tuple[ingest.Ingested, list[str]]:
+    """`data` less the posts and profiles of forgotten accounts, and a warning naming them."""
+    keys = ["platform", "user_id"]
+    gone = data.posts.join(forgotten, on=keys, how="semi")
+    if gone.height == 0:
+        return data, []
+    names = ", ".join(sorted(set(gone["platform"] + ":" + gone["user_id"]))[:5])
+    kept = ingest.Ingested(
+        data.posts.join(forgotten, on=keys, how="anti"),
+        data.users.join(forgotten, on=keys, how="anti"),
+        data.skipped,
+        data.warnings,
+    )
+    if kept.posts.height == 0:
+        raise ingest.IngestError(f"every post belongs to a forgotten account ({names})")
+    return kept, [f"{gone.height} posts of forgotten accounts refused ({names})"]
 
 
 @flow(name="import")

@@ -34,6 +34,7 @@ from pipeline import clean as clean_step
 from pipeline import cluster as cluster_step
 from pipeline import embed as embed_step
 from pipeline import label as label_step
+from pipeline import people as people_step
 from pipeline import profile as profile_step
 from pipeline import reduce as reduce_step
 from pipeline import store
@@ -63,10 +64,11 @@ def stage_task(stage: Stage, retries: int, retry_delay_seconds: float = 0):
 
 # Each stage once: the task inputs and settings its result depends on, the files it writes.
 CLEAN = Stage("clean", ("version",), ("min_posts_per_user",), "parquet")
+PEOPLE = Stage("people", ("clean_path", "links"), ("auto_link_min_score",), "parquet")
 EMBED = Stage("embed", ("clean_path", "model"), ("profile_method", "chunk_chars"), "parquet")
 PROFILE = Stage(
     "profile",
-    ("clean_path", "units_path", "model_id"),
+    ("clean_path", "units_path", "model_id", "people_path"),
     ("profile_method", "chunk_chars", "profile_remove_components", "random_state"),
     "npz",
     companion=".users.parquet",
@@ -78,7 +80,10 @@ REDUCE = Stage(
     "npz",
 )
 CLUSTER = Stage(
-    "cluster", ("profile_path", "reduce_path"), ("min_cluster_size", "min_samples"), "parquet"
+    "cluster",
+    ("profile_path", "reduce_path", "clean_path", "people_path"),
+    ("min_cluster_size", "min_samples"),
+    "parquet",
 )
 LABEL = Stage(
     "label",
@@ -121,6 +126,26 @@ def clean(settings: Settings, out: str, version: str) -> str:
     return out
 
 
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
+def links_version(settings: Settings) -> str:
+    """The fingerprint of the people links (a stage input: new links, new people)."""
+    with open_db(settings) as con:
+        return store.links_version(con)
+
+
+@stage_task(PEOPLE, retries=2, retry_delay_seconds=2)
+def people(settings: Settings, out: str, clean_path: str, links: str) -> str:
+    """Each cleaned account's person (platform, user_id, person_id) from the links."""
+    if not PEOPLE.done(out):
+        accounts = pl.read_parquet(clean_path, columns=["platform", "user_id"]).unique()
+        with open_db(settings) as con:
+            stored = store.read_links(con)
+        merging = people_step.merging_links(stored, settings.auto_link_min_score)
+        persons = people_step.person_of(accounts, merging)
+        write_atomically(Path(out), persons.write_parquet)
+    return out
+
+
 @stage_task(EMBED, retries=2, retry_delay_seconds=5)
 def embed(settings: Settings, out: str, clean_path: str, model: embed_step.ModelSpec) -> str:
     """Embed every profile unit (chunk or post) with no stored vector; `out` lists the units.
@@ -147,15 +172,18 @@ def load_units(settings: Settings, units_path: str, model_id: str):
 
 
 @stage_task(PROFILE, retries=1)
-def profile(settings: Settings, out: str, clean_path: str, units_path: str, model_id: str) -> str:
-    """One profile per user (the users, row for row, in the companion file)."""
+def profile(
+    settings: Settings, out: str, clean_path: str, units_path: str, model_id: str, people_path: str
+) -> str:
+    """One profile per person, from all posts of their accounts (each person as its first
+    account, row for row, in the companion file)."""
     if not PROFILE.done(out):
-        users = profile_step.user_index(
-            pl.read_parquet(clean_path, columns=["platform", "user_id"])
-        )
+        persons = pl.read_parquet(people_path)
+        accounts = pl.read_parquet(clean_path, columns=["platform", "user_id"])
+        users = profile_step.user_index(people_step.as_persons(accounts, persons))
         units, vectors = load_units(settings, units_path, model_id)
         profiles = profile_step.user_profiles(
-            units,
+            people_step.as_persons(units, persons),
             vectors,
             users,
             settings.profile_method,
@@ -184,8 +212,16 @@ def reduce(settings: Settings, out: str, profile_path: str) -> str:
 
 
 @stage_task(CLUSTER, retries=1)
-def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -> str:
-    """Each user's cluster (consensus of the spaces) and place on the map."""
+def cluster(
+    settings: Settings,
+    out: str,
+    profile_path: str,
+    reduce_path: str,
+    clean_path: str,
+    people_path: str,
+) -> str:
+    """Each person's cluster (consensus of the spaces) and place on the map, shared by all
+    their accounts (one row per account, with its person_id)."""
     if not CLUSTER.done(out):
         reduced = np.load(reduce_path)
         result = cluster_step.consensus_cluster(
@@ -196,6 +232,10 @@ def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -
             x=pl.Series(reduced["plane"][:, 0].astype(float)),
             y=pl.Series(reduced["plane"][:, 1].astype(float)),
         )
+        accounts = profile_step.user_index(
+            pl.read_parquet(clean_path, columns=["platform", "user_id"])
+        )
+        members = people_step.spread_to_accounts(members, pl.read_parquet(people_path), accounts)
         write_atomically(Path(out), members.write_parquet)
     return out
 
@@ -220,9 +260,9 @@ def label(
         with open_db(settings) as con:
             names = store.read_users(con).select("platform", "user_id", "display_name")
         clusters = label_step.describe_clusters(
-            members,
+            people_step.one_per_person(members),
             terms,
-            units,
+            people_step.as_persons(units, members),
             vectors,
             settings.label_terms,
             settings.representative_posts,
@@ -336,6 +376,9 @@ def refresh_now(settings: Settings, full: bool) -> str:
     timings: dict[str, float] = {}
     try:
         clean_path = run_stage(timings, clean, settings=settings, version=version)
+        people_path = run_stage(
+            timings, people, settings=settings, clean_path=clean_path, links=links_version(settings)
+        )
         units_path = run_stage(
             timings, embed, settings=settings, clean_path=clean_path, model=model
         )
@@ -346,6 +389,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
             clean_path=clean_path,
             units_path=units_path,
             model_id=model.model_id,
+            people_path=people_path,
         )
         reduce_path = run_stage(timings, reduce, settings=settings, profile_path=profile_path)
         cluster_path = run_stage(
@@ -354,6 +398,8 @@ def refresh_now(settings: Settings, full: bool) -> str:
             settings=settings,
             profile_path=profile_path,
             reduce_path=reduce_path,
+            clean_path=clean_path,
+            people_path=people_path,
         )
         label_path = run_stage(
             timings,
