@@ -154,7 +154,6 @@ def run_spiders(
     return str(report)
 
 
-@task(retries=2, retry_delay_seconds=2)
 def record_people(settings: Settings, sources_file: SourcesFile) -> None:
     """Store the links sources.yaml declares (`person:`); refuse to crawl a forgotten account
     that is not under `forget:` (it would be collected again)."""

@@ -80,10 +80,7 @@ REDUCE = Stage(
     "npz",
 )
 CLUSTER = Stage(
-    "cluster",
-    ("profile_path", "reduce_path", "clean_path", "people_path"),
-    ("min_cluster_size", "min_samples"),
-    "parquet",
+    "cluster", ("profile_path", "reduce_path"), ("min_cluster_size", "min_samples"), "parquet"
 )
 LABEL = Stage(
     "label",
@@ -176,11 +173,13 @@ def profile(
     settings: Settings, out: str, clean_path: str, units_path: str, model_id: str, people_path: str
 ) -> str:
     """One profile per person, from all posts of their accounts (each person as its first
-    account, row for row, in the companion file)."""
+    account, with its accounts, row for row, in the companion file)."""
     if not PROFILE.done(out):
         persons = pl.read_parquet(people_path)
-        accounts = pl.read_parquet(clean_path, columns=["platform", "user_id"])
-        users = profile_step.user_index(people_step.as_persons(accounts, persons))
+        accounts = profile_step.user_index(
+            pl.read_parquet(clean_path, columns=["platform", "user_id"])
+        )
+        users = people_step.person_index(accounts, persons)
         units, vectors = load_units(settings, units_path, model_id)
         profiles = profile_step.user_profiles(
             people_step.as_persons(units, persons),
@@ -212,14 +211,7 @@ def reduce(settings: Settings, out: str, profile_path: str) -> str:
 
 
 @stage_task(CLUSTER, retries=1)
-def cluster(
-    settings: Settings,
-    out: str,
-    profile_path: str,
-    reduce_path: str,
-    clean_path: str,
-    people_path: str,
-) -> str:
+def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -> str:
     """Each person's cluster (consensus of the spaces) and place on the map, shared by all
     their accounts (one row per account, with its person_id)."""
     if not CLUSTER.done(out):
@@ -232,10 +224,7 @@ def cluster(
             x=pl.Series(reduced["plane"][:, 0].astype(float)),
             y=pl.Series(reduced["plane"][:, 1].astype(float)),
         )
-        accounts = profile_step.user_index(
-            pl.read_parquet(clean_path, columns=["platform", "user_id"])
-        )
-        members = people_step.spread_to_accounts(members, pl.read_parquet(people_path), accounts)
+        members = people_step.spread_to_accounts(members)
         write_atomically(Path(out), members.write_parquet)
     return out
 
@@ -398,8 +387,6 @@ def refresh_now(settings: Settings, full: bool) -> str:
             settings=settings,
             profile_path=profile_path,
             reduce_path=reduce_path,
-            clean_path=clean_path,
-            people_path=people_path,
         )
         label_path = run_stage(
             timings,

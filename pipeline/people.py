@@ -134,22 +134,44 @@ def as_persons(frame: pl.DataFrame, persons: pl.DataFrame) -> pl.DataFrame:
 
 def first_accounts(persons: pl.DataFrame) -> pl.DataFrame:
     """One row per person: its id and its first account (platform, user_id)."""
-    return persons.sort(ACCOUNT).group_by("person_id", maintain_order=True).first()
+    return (
+        persons.select("person_id", *ACCOUNT)
+        .sort(ACCOUNT)
+        .group_by("person_id", maintain_order=True)
+        .first()
+    )
 
 
-def spread_to_accounts(
-    members: pl.DataFrame, persons: pl.DataFrame, posts_per_account: pl.DataFrame
-) -> pl.DataFrame:
-    """Per-person results (`members`, keyed by each person's first account) as one row per
-    account with its `person_id` and its own `n_posts`: all accounts of a person share them."""
+def person_index(accounts: pl.DataFrame, persons: pl.DataFrame) -> pl.DataFrame:
+    """One row per person, sorted (row i is person i, as `profile.user_index` for accounts): its
+    first account (platform, user_id), its posts (n_posts), person_id and `accounts` (a list of
+    platform, user_id, n_posts), from `accounts` (`profile.user_index`) and `persons`."""
     first = first_accounts(persons)
-    per_person = members.drop("n_posts").join(first, on=ACCOUNT).drop(ACCOUNT)
-    accounts = persons.join(posts_per_account, on=ACCOUNT)
-    return accounts.join(per_person, on="person_id").select(
-        *ACCOUNT,
-        "n_posts",
-        *[c for c in members.columns if c not in (*ACCOUNT, "n_posts")],
-        "person_id",
+    grouped = (
+        accounts.join(persons.select(*ACCOUNT, "person_id"), on=ACCOUNT, how="left")
+        .with_columns(
+            person_id=pl.coalesce("person_id", pl.col("platform") + ":" + pl.col("user_id"))
+        )
+        .group_by("person_id")
+        .agg(n_posts=pl.col("n_posts").sum(), accounts=pl.struct(*ACCOUNT, "n_posts"))
+    )
+    keyed = grouped.join(first, on="person_id", how="left").with_columns(
+        platform=pl.coalesce("platform", pl.col("accounts").list.first().struct.field("platform")),
+        user_id=pl.coalesce("user_id", pl.col("accounts").list.first().struct.field("user_id")),
+    )
+    return keyed.select(*ACCOUNT, "n_posts", "person_id", "accounts").sort(ACCOUNT)
+
+
+def spread_to_accounts(members: pl.DataFrame) -> pl.DataFrame:
+    """Per-person results (rows of `person_index` with more columns) as one row per account,
+    with its own n_posts and its person_id: all accounts of a person share the rest."""
+    shared = [c for c in members.columns if c not in (*ACCOUNT, "n_posts", "accounts")]
+    return (
+        members.select("accounts", *shared)
+        .explode("accounts")
+        .unnest("accounts")
+        .select(*ACCOUNT, "n_posts", *shared)
+        .sort(ACCOUNT)
     )
 
 

@@ -79,8 +79,10 @@ def test_hostile_accounts_give_one_line_errors(tmp_path, text, problem):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_unknown_accounts_cannot_be_linked(refreshed):
-    result = tribes(refreshed, "people", "link", "facebook:arsenal", "facebook:nobody")
+def test_unknown_accounts_cannot_be_linked(make_settings, sample_path):
+    settings = make_settings()
+    import_file(settings, str(sample_path), "facebook")
+    result = tribes(settings.db, "people", "link", "facebook:arsenal", "facebook:nobody")
     assert result.exit_code == 1
     assert "no account facebook:nobody is stored" in result.output
 
@@ -172,7 +174,7 @@ def test_hostile_person_names_and_forget_entries_are_refused(workdir):
     ]:
         path.write_text(
             f"sources:\n  - name: f\n    platform: mastodon\n    api: https://m.example\n"
-            f"    {bad}\n".replace("\nforget", "\nforget"),
+            f"    {bad}\n",
             encoding="utf-8",
         )
         with pytest.raises(SourcesError, match=problem):
@@ -190,12 +192,14 @@ def test_import_person_col_declares_people(make_settings, workdir):
         }
     ).write_csv(posts)
     db = workdir / "tribes.duckdb"
-    result = tribes(db, "import", str(posts), "--platform", "blog", "--person-col", "who")
+    result = tribes(
+        db, "import", str(posts), "--platform", "blog", "--time-col", "", "--person-col", "who"
+    )
     assert result.exit_code == 0, result.output
     listed = tribes(db, "people", "list")
     assert "blog:a1" in listed.output and "b1" in listed.output and "c1" not in listed.output
     assert "declared (import posts.csv)" in listed.output
-    missing = tribes(db, "import", str(posts), "--person-col", "nope")
+    missing = tribes(db, "import", str(posts), "--time-col", "", "--person-col", "nope")
     assert missing.exit_code == 1 and "no column 'nope'" in missing.output
 
 
