@@ -1113,7 +1113,7 @@ def forget_account(
             "profiles": _deleted(con, "users", "platform = ? AND user_id = ?", account),
         }
         con.execute(
-            """UPDATE clusters SET example_users = list_filter(example_users, n -> NOT
+            """UPDATE clusters SET example_users = list_filter(example_users, lambda n: NOT
             list_contains(?, n)) WHERE list_has_any(example_users, ?)""",
             [names, names],
         )
