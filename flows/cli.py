@@ -212,6 +212,9 @@ def import_command(
         list[str] | None,
         typer.Option("--map", help="FIELD=COLUMN for any field, e.g. repost_of=, mentions="),
     ] = None,
+    person_col: Annotated[
+        str | None, typer.Option(help="optional person per user: same person, one person")
+    ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet")] = None,
     encoding: str = "utf-8",
 ) -> None:
@@ -225,7 +228,9 @@ def import_command(
     )  # fmt: skip
     config = settings()
     report = run_guarded(
-        lambda: import_file(config, str(file), platform, columns.mapped(maps or []), fmt, encoding)
+        lambda: import_file(
+            config, str(file), platform, columns.mapped(maps or []), fmt, encoding, person_col
+        )
     )
     console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
     if report.inserted:
@@ -512,6 +517,82 @@ def products_import(
         highlight=False,
         soft_wrap=True,
     )
+
+
+people_app = typer.Typer(
+    no_args_is_help=True, help="One person's accounts across platforms (docs/people.md)."
+)
+app.add_typer(people_app, name="people")
+ACCOUNT_ARG = typer.Argument(help="PLATFORM:USER, e.g. mastodon:Gargron@mastodon.social")
+
+
+@people_app.command("suggest")
+def people_suggest(
+    min_score: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="default: people_min_score")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or csv")] = "table",
+) -> None:
+    """Pairs of accounts on different platforms that may be one person, best first."""
+    from flows.people import suggest
+
+    if fmt not in ("table", "csv"):
+        raise fail(f"--format {fmt!r}: use table or csv")
+    config = settings()
+    found = run_guarded(
+        lambda: suggest(config, config.people_min_score if min_score is None else min_score)
+    )
+    if fmt == "csv":
+        console.print(found.write_csv(), end="", highlight=False, soft_wrap=True)
+        return
+    view = Table(title=f"{found.height} suggested pairs (link them with `tribes people link`)")
+    for column in found.columns:
+        view.add_column(column, overflow="fold")
+    for row in found.iter_rows():
+        view.add_row(*(cell(value) for value in row))
+    console.print(view)
+
+
+@people_app.command("link")
+def people_link(first: Annotated[str, ACCOUNT_ARG], second: Annotated[str, ACCOUNT_ARG]) -> None:
+    """Confirm that two accounts are one person."""
+    from flows.people import link
+
+    config = settings()
+    console.print(run_guarded(lambda: link(config, first, second)), highlight=False)
+
+
+@people_app.command("unlink")
+def people_unlink(first: Annotated[str, ACCOUNT_ARG], second: Annotated[str, ACCOUNT_ARG]) -> None:
+    """Reject a pair: never one person by suggestion, never suggested again."""
+    from flows.people import unlink
+
+    config = settings()
+    console.print(run_guarded(lambda: unlink(config, first, second)), highlight=False)
+
+
+@people_app.command("list")
+def people_list() -> None:
+    """People of several accounts, with how each account was linked."""
+    from flows.people import list_people
+
+    config = settings()
+    found = run_guarded(lambda: list_people(config))
+    view = Table(title=f"{found['person_id'].n_unique()} people of several accounts")
+    for column in ("person", "platform", "user", "name", "linked by"):
+        view.add_column(column, overflow="fold")
+    for row in found.iter_rows():
+        view.add_row(*(cell(value) for value in row))
+    console.print(view)
+
+
+@app.command()
+def forget(account: Annotated[str, ACCOUNT_ARG]) -> None:
+    """Remove an account's posts, vectors, links, clusters and recommendations for good."""
+    from flows.people import forget as forget_account
+
+    config = settings()
+    console.print(run_guarded(lambda: forget_account(config, account)), highlight=False)
 
 
 @app.command()

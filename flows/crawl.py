@@ -28,7 +28,7 @@ from pydantic import Field
 from flows import lifetime
 from pipeline import progress, store
 from pipeline.settings import Settings, load_settings
-from scrapers.sources import load_sources
+from scrapers.sources import DECLARED, SourcesFile, load_sources
 
 lifetime.tie_temporary_server()
 
@@ -191,6 +191,25 @@ def run_spiders(
     return str(report)
 
 
+def record_people(settings: Settings, sources_file: SourcesFile) -> None:
+    """Store the links sources.yaml declares (`person:`); refuse to crawl a forgotten account
+    that is not under `forget:` (it would be collected again)."""
+    with store.open(settings, "write") as con:
+        forgotten = set(store.forgotten(con).iter_rows())
+        listed = {
+            (source.platform, source.account_key(account))
+            for source in sources_file.select(None)
+            for account in source.accounts
+        }
+        if again := sorted(forgotten & listed):
+            platform, account = again[0]
+            raise CrawlError(
+                f"{settings.sources} lists {platform}:{account}, forgotten with `tribes forget`: "
+                "put it under forget: (or remove it) before crawling"
+            )
+        store.replace_declared(con, sources_file.declared_people(), DECLARED)
+
+
 @task(retries=2, retry_delay_seconds=2, task_run_name="record crawl start")
 def record_start(settings: Settings, source: str | None) -> str:
     with store.open(settings, "write") as con:
@@ -250,7 +269,9 @@ def crawl(
     `scrapy_settings` overrides Scrapy settings (e.g. DOWNLOAD_DELAY for a local server).
     """
     settings = load_settings(db=db, sources=sources)
-    load_sources(settings.sources).select(source)  # a bad file fails here, in one line
+    sources_file = load_sources(settings.sources)  # a bad file fails here, in one line
+    sources_file.select(source)
+    record_people(settings, sources_file)
     crawl_id = record_start(settings, source)
     log_dir = settings.state / "crawls"
     try:

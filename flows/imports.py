@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import polars as pl
 from prefect import flow, get_run_logger
 
 from flows import lifetime
@@ -55,20 +56,31 @@ def import_file(
     columns: ingest.ColumnMap | None = None,
     fmt: str | None = None,
     encoding: str = "utf-8",
+    person_col: str | None = None,
 ) -> ImportReport:
-    """Validate the file completely, then upsert its posts and users in one transaction."""
+    """Validate the file completely, then upsert its posts and users in one transaction; posts
+    of forgotten accounts are refused. `person_col` declares each account's person."""
     source = Path(path)
     progress.start("import", f"importing {source.name}")
     table = ingest.read_table(source, fmt, encoding)
     progress.advance("import", 0, table.height, "checking rows")
-    data = ingest.to_posts(
-        table, columns or ingest.ColumnMap(), platform, settings.max_post_chars, source.name
-    )
-    texts = data.posts["text"]
+    columns = columns or ingest.ColumnMap()
+    if person_col is not None and person_col not in table.columns:
+        raise ingest.IngestError(f"{source.name} has no column {person_col!r} (--person-col)")
+    data = ingest.to_posts(table, columns, platform, settings.max_post_chars, source.name)
     progress.advance("import", 0, table.height, "writing posts")
     with store.open(settings, "write") as con:
+        data, refused_forgotten = without_forgotten(data, store.forgotten(con))
+        texts = data.posts["text"]
         overlap = store.texts_on_other_platforms(con, platform, texts)
         counts = store.upsert_posts(con, data.posts, data.users, data.mentions)
+        if person_col is not None:
+            from pipeline import people  # scikit-learn: only for declared people
+
+            declared = people.declared_links(
+                table.select(columns.user, person_col), platform, f"import {source.name}"
+            )
+            store.replace_declared(con, declared, f"import {source.name}")
     progress.advance("import", table.height, table.height, "rows")
     progress.finish("import")
     refused = {REFUSED: counts.refused.height} if counts.refused.height else {}
@@ -79,8 +91,34 @@ def import_file(
         counts.unchanged,
         data.skipped | refused,
         data.users.height,
-        [*data.warnings, *platform_warning(platform, overlap, texts.n_unique())],
+        [
+            *data.warnings,
+            *platform_warning(platform, overlap, texts.n_unique()),
+            *refused_forgotten,
+        ],
     )
+
+
+def without_forgotten(
+    data: ingest.Ingested, forgotten: pl.DataFrame
+) -> tuple[ingest.Ingested, list[str]]:
+    """`data` less the posts and profiles of forgotten accounts, and a warning naming them."""
+    keys = ["platform", "user_id"]
+    gone = data.posts.join(forgotten, on=keys, how="semi")
+    if gone.height == 0:
+        return data, []
+    names = ", ".join(sorted(set(gone["platform"] + ":" + gone["user_id"]))[:5])
+    kept = replace(
+        data,
+        posts=data.posts.join(forgotten, on=keys, how="anti"),
+        users=data.users.join(forgotten, on=keys, how="anti"),
+        mentions=None
+        if data.mentions is None
+        else data.mentions.join(gone, on=["platform", "post_id"], how="anti"),
+    )
+    if kept.posts.height == 0:
+        raise ingest.IngestError(f"every post belongs to a forgotten account ({names})")
+    return kept, [f"{gone.height} posts of forgotten accounts refused ({names})"]
 
 
 @flow(name="import")

@@ -68,10 +68,11 @@ def stage_task(stage: Stage, retries: int, retry_delay_seconds: float = 0):
 CLEAN = Stage(  # the companion: the posts of users with too few to cluster
     "clean", ("version",), ("min_posts_per_user",), "parquet", companion=".few.parquet"
 )
+PEOPLE = Stage("people", ("clean_path", "links"), ("auto_link_min_score",), "parquet")
 EMBED = Stage("embed", ("clean_path", "model"), ("profile_method", "chunk_chars"), "parquet")
 PROFILE = Stage(
     "profile",
-    ("clean_path", "units_path", "model_id"),
+    ("clean_path", "units_path", "model_id", "people_path"),
     ("profile_method", "chunk_chars", "profile_remove_components", "random_state"),
     "npz",
     companion=".users.parquet",
@@ -142,6 +143,28 @@ def clean(settings: Settings, out: str, version: str) -> str:
     return out
 
 
+@task(retries=2, retry_condition_fn=transient, retry_delay_seconds=2)
+def links_version(settings: Settings) -> str:
+    """The fingerprint of the people links (a stage input: new links, new people)."""
+    with open_db(settings) as con:
+        return store.links_version(con)
+
+
+@stage_task(PEOPLE, retries=2, retry_delay_seconds=2)
+def people(settings: Settings, out: str, clean_path: str, links: str) -> str:
+    """Each cleaned account's person (platform, user_id, person_id) from the links."""
+    if not PEOPLE.done(out):
+        from pipeline import people as people_step  # scikit-learn: only when computing
+
+        accounts = pl.read_parquet(clean_path, columns=["platform", "user_id"]).unique()
+        with open_db(settings) as con:
+            stored = store.read_links(con)
+        merging = people_step.merging_links(stored, settings.auto_link_min_score)
+        persons = people_step.person_of(accounts, merging)
+        write_atomically(Path(out), persons.write_parquet)
+    return out
+
+
 @stage_task(EMBED, retries=2, retry_delay_seconds=5)
 def embed(settings: Settings, out: str, clean_path: str, model: embed_step.ModelSpec) -> str:
     """Embed every profile unit (chunk or post) with no stored vector; `out` lists the units.
@@ -170,17 +193,23 @@ def load_units(settings: Settings, units_path: str, model_id: str):
 
 
 @stage_task(PROFILE, retries=1)
-def profile(settings: Settings, out: str, clean_path: str, units_path: str, model_id: str) -> str:
-    """One profile per user (the users, row for row, in the companion file)."""
+def profile(
+    settings: Settings, out: str, clean_path: str, units_path: str, model_id: str, people_path: str
+) -> str:
+    """One profile per person, from all posts of their accounts (each person as its first
+    account, with its accounts, row for row, in the companion file)."""
     if not PROFILE.done(out):
+        from pipeline import people as people_step
         from pipeline import profile as profile_step  # scikit-learn: only when computing
 
-        users = profile_step.user_index(
+        persons = pl.read_parquet(people_path)
+        accounts = profile_step.user_index(
             pl.read_parquet(clean_path, columns=["platform", "user_id"])
         )
+        users = people_step.person_index(accounts, persons)
         units, vectors = load_units(settings, units_path, model_id)
         profiles = profile_step.user_profiles(
-            units,
+            people_step.as_persons(units, persons),
             vectors,
             users,
             settings.profile_method,
@@ -210,7 +239,8 @@ def reduce(settings: Settings, out: str, profile_path: str) -> str:
 
 @stage_task(CLUSTER, retries=1)
 def cluster(settings: Settings, out: str, profile_path: str, reduce_path: str) -> str:
-    """Each user's cluster (consensus of the spaces) and place on the map."""
+    """Each person's cluster (consensus of the spaces) and place on the map (one row per person,
+    with its person_id and accounts)."""
     if not CLUSTER.done(out):
         reduced = np.load(reduce_path)
         result = cluster_step.consensus_cluster(
@@ -235,23 +265,29 @@ def hierarchy(
     model: embed_step.ModelSpec,
 ) -> str:
     """The fine clusters (split when `clusters` asks for more), the users with too few posts to
-    cluster placed in their nearest one (flagged), and each fine cluster's coarse `group_id`."""
+    cluster placed in their nearest one (flagged), and each fine cluster's coarse `group_id`;
+    one row per account, with its person_id (a person's accounts share the rest)."""
     if not HIERARCHY.done(out):
         from pipeline import hierarchy as hierarchy_step  # scikit-learn: only when computing
+        from pipeline import people as people_step
 
-        members = pl.read_parquet(cluster_path)
+        members = pl.read_parquet(cluster_path)  # one row per person
         profiles = np.load(profile_path)["profiles"]
         found = hierarchy_step.levels(
             profiles, members["cluster_id"].to_numpy(), settings.clusters, settings.random_state
         )
         members = members.with_columns(cluster_id=pl.Series(found.labels, dtype=pl.Int32))
+        persons = members.select("person_id", "accounts")  # row i: person i (profile i)
         placed = hierarchy_step.place_users(
-            members, profiles, *few_post_users(settings, clean_path, model)
+            members.drop("person_id", "accounts"),
+            profiles,
+            *few_post_users(settings, clean_path, model),
         )
         placed = placed.with_columns(
             group_id=pl.Series(found.parent[placed["cluster_id"].to_numpy()], dtype=pl.Int32)
         )
-        write_atomically(Path(out), placed.write_parquet)
+        accounts = people_step.spread_to_accounts(people_step.with_persons(placed, persons))
+        write_atomically(Path(out), accounts.write_parquet)
     return out
 
 
@@ -295,6 +331,7 @@ def label(
     if not LABEL.done(out):
         from pipeline import hierarchy as hierarchy_step  # scikit-learn: only when computing
         from pipeline import label as label_step
+        from pipeline import people as people_step
 
         members = pl.read_parquet(cluster_path)
         levels = [members, members.with_columns(cluster_id=pl.col("group_id"))]  # fine, coarse
@@ -306,9 +343,9 @@ def label(
             names = store.read_users(con).select("platform", "user_id", "display_name")
         described = [
             label_step.describe_clusters(
-                level,
+                people_step.one_per_person(level),
                 level_terms,
-                units,
+                people_step.as_persons(units, members),
                 vectors,
                 settings.label_terms,
                 settings.representative_posts,
@@ -392,11 +429,14 @@ def publish(
 ) -> None:
     """Write the run's results (with its cluster centres, for `tribes assign`, and its behaviour
     tables) and mark it completed, atomically."""
+    from pipeline import people as people_step  # scikit-learn: only here
+
     members = pl.read_parquet(hierarchy_path).drop("group_id")
     clusters = pl.read_parquet(label_path)
     terms = pl.read_parquet(LABEL.companion_of(label_path))
-    profiles = np.load(profile_path)["profiles"]  # row i: member i (placed users come after)
-    centres = assign_step.centroids(profiles, members.head(len(profiles)))
+    profiles = np.load(profile_path)["profiles"]  # row i: person i (first account, by name)
+    clustered = members.filter(pl.col("reason").is_null())  # not those placed apart
+    centres = assign_step.centroids(profiles, people_step.one_per_person(clustered))
     n_posts = sum(
         pl.scan_parquet(path).select(pl.len()).collect().item()
         for path in (clean_path, CLEAN.companion_of(clean_path))
@@ -505,6 +545,9 @@ def refresh_now(settings: Settings, full: bool) -> str:
     timings: dict[str, Any] = {}  # stage seconds, and the cached stages (store.CACHED)
     try:
         clean_path = run_stage(timings, clean, settings=settings, version=version)
+        people_path = run_stage(
+            timings, people, settings=settings, clean_path=clean_path, links=links_version(settings)
+        )
         units_path = run_stage(
             timings, embed, settings=settings, clean_path=clean_path, model=model
         )
@@ -515,6 +558,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
             clean_path=clean_path,
             units_path=units_path,
             model_id=model.model_id,
+            people_path=people_path,
         )
         reduce_path = run_stage(timings, reduce, settings=settings, profile_path=profile_path)
         cluster_path = run_stage(

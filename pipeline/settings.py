@@ -217,6 +217,23 @@ class Settings(BaseSettings):
     # recommend (products from `tribes products import`)
     recommend_top: int = Field(5, ge=1, le=100, description="products kept per cluster and user")
 
+    # people (`tribes people`, pipeline/people.py)
+    people_min_score: float = Field(
+        0.9, ge=0.0, le=1.0, description="`tribes people suggest` lists pairs scoring this or more"
+    )
+    people_candidates: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="nearest accounts on other platforms each one is compared with",
+    )
+    auto_link_min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="suggested pairs scoring this or more count as one person; None = never",
+    )
+
     @model_validator(mode="after")
     def _one_dask_cluster(self) -> Settings:
         if self.embed_dask_address and self.embed_dask_workers:

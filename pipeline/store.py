@@ -156,6 +156,18 @@ MIGRATIONS: list[list[str]] = [
         """CREATE OR REPLACE VIEW latest_clusters AS
             SELECT c.* FROM clusters c JOIN latest_run r USING (run_id) WHERE c.level = 'fine'""",
     ],
+    # people: link groups of accounts (pipeline/people.py), each clustered account's person,
+    # and the accounts `tribes forget` removed (never imported or crawled again)
+    [
+        """CREATE TABLE people (
+            person_id VARCHAR NOT NULL, platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
+            how VARCHAR NOT NULL, score DOUBLE, evidence VARCHAR, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (person_id, platform, user_id))""",
+        "ALTER TABLE user_clusters ADD COLUMN person_id VARCHAR",
+        """CREATE TABLE forgotten (
+            platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL, forgotten_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (platform, user_id))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1331,3 +1343,126 @@ def crawls_table(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFram
         [limit],
     )
     return shown_abandoned(con, "crawls", table)
+
+
+# ---------------------------------------------------------------- people (pipeline/people.py)
+
+LINK_COLUMNS = ["person_id", "platform", "user_id", "how", "score", "evidence"]
+
+
+def read_links(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every link group row (LINK_COLUMNS), in a stable order."""
+    return frame(
+        con,
+        f"SELECT {', '.join(LINK_COLUMNS)} FROM people ORDER BY person_id, platform, user_id",
+    )
+
+
+def links_version(con: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of the links: changes whenever one is added, changed or removed."""
+    count, digest = con.execute(
+        "SELECT count(*), coalesce(bit_xor(hash(person_id, platform, user_id, how, score)), 0) "
+        "FROM people"
+    ).fetchall()[0]
+    return f"{count}-{int(digest):016x}"
+
+
+def save_links(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> int:
+    """Insert or replace link rows (LINK_COLUMNS), keyed by (person_id, platform, user_id)."""
+    con.register("incoming_links", rows.select(LINK_COLUMNS))
+    try:
+        con.execute(
+            """INSERT OR REPLACE INTO people BY NAME
+            SELECT *, ? AS updated_at FROM incoming_links""",
+            [now()],
+        )
+    finally:
+        con.unregister("incoming_links")
+    return rows.height
+
+
+def replace_declared(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, origin: str) -> int:
+    """Make `rows` the declared links whose evidence is `origin` (a sources file, an import)."""
+    with transaction(con):
+        con.execute("DELETE FROM people WHERE how = 'declared' AND evidence = ?", [origin])
+        return save_links(con, rows)
+
+
+def delete_link_groups(con: duckdb.DuckDBPyConnection, person_ids: list[str]) -> int:
+    """Remove whole link groups; returns how many rows went."""
+    return _deleted(con, "people", "list_contains(?, person_id)", [person_ids])
+
+
+def replace_suggested(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> int:
+    """Make `rows` the suggested links (the latest `tribes people suggest`)."""
+    with transaction(con):
+        con.execute("DELETE FROM people WHERE how = 'suggested'")
+        return save_links(con, rows)
+
+
+def has_account(con: duckdb.DuckDBPyConnection, platform: str, user_id: str) -> bool:
+    """Whether the account has a stored post or profile."""
+    return scalar(
+        con,
+        """SELECT EXISTS (SELECT 1 FROM posts WHERE platform = ? AND user_id = ?)
+            OR EXISTS (SELECT 1 FROM users WHERE platform = ? AND user_id = ?)""",
+        [platform, user_id, platform, user_id],
+    )
+
+
+def forgotten(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return frame(con, "SELECT platform, user_id FROM forgotten ORDER BY platform, user_id")
+
+
+def forget_account(
+    con: duckdb.DuckDBPyConnection, platform: str, user_id: str, hashes: list[str]
+) -> dict[str, int]:
+    """Remove an account everywhere, in one transaction, and remember it as forgotten: its posts
+    and their mentions, mentions of it and replies or reposts naming it, profile, crawl state,
+    links, every run's cluster rows, central or bridging account rows and recommendations, its
+    name among clusters' example users, and the embeddings of `hashes` (its texts) no other
+    post uses.
+    Returns how many rows went, per kind."""
+    account = [platform, user_id]
+    key = f"{platform}:{user_id}"
+    with transaction(con):
+        name = con.execute(
+            "SELECT display_name FROM users WHERE platform = ? AND user_id = ?", account
+        ).fetchall()
+        names = [user_id, *(row[0] for row in name if row[0])]
+        counts = {
+            "mentions": _deleted(
+                con,
+                "post_mentions",
+                """(platform, post_id) IN (SELECT platform, post_id FROM posts
+                WHERE platform = ? AND user_id = ?) OR (platform = ? AND mentioned = ?)""",
+                account + account,
+            ),
+            "posts": _deleted(con, "posts", "platform = ? AND user_id = ?", account),
+            "embeddings": _deleted(con, "embeddings", "list_contains(?, text_hash)", [hashes]),
+            "links": _deleted(con, "people", "platform = ? AND user_id = ?", account),
+            "crawl states": _deleted(con, "crawl_state", "platform = ? AND account = ?", account),
+            "cluster rows": _deleted(con, "user_clusters", "platform = ? AND user_id = ?", account),
+            "recommendations": _deleted(
+                con, "recommendations", "scope = 'user' AND scope_id = ?", [key]
+            ),
+            "profiles": _deleted(con, "users", "platform = ? AND user_id = ?", account),
+            "central or bridging": _deleted(
+                con, "cluster_accounts", "platform = ? AND user_id = ?", account
+            ),
+        }
+        for column in ("reply_to", "repost_of"):  # other posts name it as whom they answer
+            con.execute(
+                f"UPDATE posts SET {column} = NULL WHERE platform = ? AND {column} = ?", account
+            )
+        con.execute(
+            """UPDATE clusters SET example_users = list_filter(example_users, lambda n: NOT
+            list_contains(?, n)) WHERE list_has_any(example_users, ?)""",
+            [names, names],
+        )
+        con.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?, ?)", [platform, user_id, now()])
+    return counts
+
+
+def _deleted(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list) -> int:
+    return len(con.execute(f"DELETE FROM {table} WHERE {where} RETURNING 1", params).fetchall())

@@ -6,7 +6,9 @@ sources:
     api: https://mastodon.social  # optional for mastodon (else from the handle's domain)
     accounts:
       - Gargron                   # a bare handle, or a mapping with a label:
-      - {handle: "@nasa@mstdn.social", label: science}
+      - {handle: "@nasa@mstdn.social", label: science, person: NASA}
+forget:                           # accounts never crawled again (`tribes forget`)
+  - mastodon:someone@mastodon.social
 
 The platform's spider (scrapers/spiders/) holds its rules: which handles it takes, an account's
 key and the hosts its requests may reach (`account_key`, `hosts`).
@@ -19,14 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.people import parse_account
 from scrapers.platforms import platform_spider, platforms
 
 if TYPE_CHECKING:
     from scrapers.spiders.base import AccountSpider
 
+DECLARED = "sources.yaml"  # the evidence of the links `person:` declares
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -66,6 +71,13 @@ class Account(BaseModel):
     handle: str = Field(min_length=1, description="handle, profile URL, feed URL or page URL")
     label: str | None = Field(None, description="known interest label, stored as users.label")
     name: str | None = Field(None, description="display name, when the platform has none")
+    person: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+        description="accounts with the same person, on any platform, are one person",
+    )
 
 
 class Selectors(BaseModel):
@@ -170,6 +182,11 @@ class Source(BaseModel):
         """The account's stable identity on its platform (the crawl-state key)."""
         return self.spider.account_key(account.handle, self.api)
 
+    def without(self, forgotten: set[tuple[str, str]]) -> Source:
+        """This source less its accounts in `forgotten` (platform, account key)."""
+        kept = [a for a in self.accounts if (self.platform, self.account_key(a)) not in forgotten]
+        return self.model_copy(update={"accounts": kept})
+
     def hosts(self, account: Account | None = None) -> set[str]:
         """The hosts that requests for `account` (default: for any account) may go to."""
         chosen = [account] if account else self.accounts
@@ -183,6 +200,35 @@ class SourcesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sources: list[Source] = Field(min_length=1)
+    forget: list[str] = Field(
+        default_factory=list,
+        description="accounts (PLATFORM:ACCOUNT) never crawled again, after `tribes forget`",
+    )
+
+    @field_validator("forget")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        for account in value:
+            parse_account(account)
+        return value
+
+    @property
+    def forgotten(self) -> set[tuple[str, str]]:
+        return {parse_account(account) for account in self.forget}
+
+    def declared_people(self) -> pl.DataFrame:
+        """The accounts with a `person:` (person_id, platform, user_id), as link rows."""
+        rows = [
+            (account.person, source.platform, source.account_key(account))
+            for source in self.sources
+            for account in source.accounts
+            if account.person
+        ]
+        return pl.DataFrame(
+            rows, schema=["person_id", "platform", "user_id"], orient="row"
+        ).with_columns(
+            how=pl.lit("declared"), score=pl.lit(None, pl.Float64), evidence=pl.lit(DECLARED)
+        )
 
     @model_validator(mode="after")
     def _unique_names(self) -> SourcesFile:
@@ -193,10 +239,10 @@ class SourcesFile(BaseModel):
         return self
 
     def select(self, name: str | None) -> list[Source]:
-        """All sources, or the one called `name`."""
+        """All sources, or the one called `name`, less the accounts listed under `forget`."""
         if name is None:
-            return list(self.sources)
-        chosen = [s for s in self.sources if s.name == name]
+            return [s.without(self.forgotten) for s in self.sources]
+        chosen = [s.without(self.forgotten) for s in self.sources if s.name == name]
         if not chosen:
             known = ", ".join(s.name for s in self.sources)
             raise SourcesError(f"no source named {name!r} (sources: {known})")
