@@ -29,11 +29,22 @@ class Export:
     read: Callable[[duckdb.DuckDBPyConnection, str], pl.DataFrame]
 
 
+def behaviour(table: str) -> Callable[[duckdb.DuckDBPyConnection, str], pl.DataFrame]:
+    """The reader of one of a run's store.BEHAVIOUR_TABLES."""
+    return lambda con, run_id: store.read_behaviour(con, run_id)[table]
+
+
 EXPORTS = (
     Export("users", store.run_members),
     Export("clusters", store.cluster_table),
+    Export("groups", lambda con, run_id: store.cluster_table(con, run_id, "coarse")),
     Export("terms", store.run_terms),
     Export("recommendations", store.read_recommendations),
+    Export("activity", behaviour("cluster_activity")),
+    Export("engagement", behaviour("cluster_engagement")),
+    Export("interactions", behaviour("cluster_interactions")),
+    Export("accounts", behaviour("cluster_accounts")),
+    Export("people", lambda con, run_id: store.read_links(con)),
 )
 
 

@@ -1158,7 +1158,7 @@ def run_members(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         con,
         """SELECT uc.platform, uc.user_id, coalesce(u.display_name, uc.user_id) AS name,
             u.label AS known_label, uc.cluster_id, uc.probability, uc.is_outlier, uc.x, uc.y,
-            uc.n_posts, uc.provisional, uc.reason
+            uc.n_posts, uc.provisional, uc.reason, uc.person_id
         FROM user_clusters uc LEFT JOIN users u USING (platform, user_id)
         WHERE uc.run_id = ? ORDER BY uc.cluster_id, uc.probability DESC, uc.user_id""",
         [run_id],

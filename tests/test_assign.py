@@ -126,7 +126,7 @@ def test_new_accounts_get_their_cluster_provisionally_until_the_next_refresh(ref
     assert stored(settings, "SELECT count(*) FROM user_clusters WHERE provisional") == 3
     shown = runner.invoke(app, ["--db", str(refreshed), "clusters"])
     assert "provisional" in shown.output
-    counted = runner.invoke(app, ["--db", str(refreshed), "status"])
+    counted = runner.invoke(app, ["--db", str(refreshed), "status"], env={"COLUMNS": "160"})
     assert "+3 provisional" in " ".join(counted.output.split())
 
     page = write_report(settings, first)

@@ -217,14 +217,20 @@ def test_export_round_trips_every_table(rerun: Path, workdir: Path, fmt: str) ->
     with store.open(rerun) as con:
         run_id = store.latest_run_id(con)
         expected = {e.name: e.read(con, run_id) for e in EXPORTS}
+    assert all(expected[name].height for name in ("users", "clusters", "terms", "recommendations"))
     for name, table in expected.items():
         got = read_back(out / f"{name}.{fmt}")
-        assert table.height > 0 and got.height == table.height, name
+        assert got.height == table.height, name
+        if table.height == 0:  # the sample has no replies, mentions or linked people
+            continue
         assert got.columns == table.columns, name
         for column in table.columns:
             want = table[column]
             if isinstance(want.dtype, pl.List):
-                have = [json.loads(v) if fmt == "csv" else list(v) for v in got[column]]
+                have = [
+                    None if v is None else json.loads(v) if fmt == "csv" else list(v)
+                    for v in got[column]
+                ]
                 assert have == want.to_list(), (name, column)
             elif want.dtype.is_float():
                 assert np.allclose(got[column].to_numpy(), want.to_numpy()), (name, column)
