@@ -53,9 +53,9 @@ from pipeline.settings import RefreshOptions, load_settings  # noqa: E402
 
 ACCOUNTS = 302
 STUDY_POSTS = 716_649
-STAGES = ["clean", "embed", "profile", "reduce", "cluster", "label", "behaviour", "publish"]
-STAGES += ["recommend"]
-STAGES += ["report", "show_in_ui"]
+STAGES = ["clean", "people", "embed", "profile", "reduce", "cluster", "hierarchy", "label"]
+STAGES += ["behaviour", "publish", "recommend products", "write report", "show results in the UI"]
+STAGES += ["prune old runs"]  # the refresh's task names, in run order
 MIN_SENTENCE_CHARS = 25
 
 

@@ -143,6 +143,11 @@ def test_new_accounts_get_their_cluster_provisionally_until_the_next_refresh(ref
 
 
 def test_assign_without_a_run_is_a_clear_error(workdir):
-    done = runner.invoke(app, ["--db", str(workdir / "empty.duckdb"), "assign"])
+    empty = workdir / "empty.duckdb"
+    missing = runner.invoke(app, ["--db", str(empty), "assign"])
+    assert missing.exit_code == 1 and "no database at" in missing.output
+    with store.open(empty, "write"):  # a database with the schema and no run
+        pass
+    done = runner.invoke(app, ["--db", str(empty), "assign"])
     assert done.exit_code == 1
     assert "no completed run yet" in done.output

@@ -28,7 +28,9 @@ from pipeline.settings import RefreshOptions, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
-STAGES = ["clean", "embed", "profile", "reduce", "cluster", "label"]
+STAGES = [  # the refresh stages, in run order
+    *("clean", "people", "embed", "profile", "reduce", "cluster", "hierarchy", "label", "behaviour")
+]
 
 
 def tribes(*args: str, env: dict[str, str] | None = None):
