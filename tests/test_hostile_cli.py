@@ -152,7 +152,12 @@ def test_read_commands_share_the_database_with_another_reader(refreshed):
     process, release = holder(refreshed, read_only=True)
     try:
         started = time.monotonic()
-        shown = tribes("--db", str(refreshed), "status", env={"TRIBES_LOCK_WAIT_SECONDS": "0"})
+        shown = tribes(
+            "--db",
+            str(refreshed),
+            "status",
+            env={"TRIBES_LOCK_WAIT_SECONDS": "0", "COLUMNS": "160"},
+        )
         assert shown.exit_code == 0, shown.output
         assert "completed" in shown.output and time.monotonic() - started < 10
     finally:

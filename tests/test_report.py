@@ -169,6 +169,7 @@ def test_chromium_map_has_one_legend_with_low_confidence_explained(reported, tmp
         data = load_report_data(con, reported.run_id)
     assert data.members["is_outlier"].any()  # the sample has low-confidence users to explain
     map_div = dom[dom.index('id="map"') :]
+    map_div = map_div[: map_div.index("<section")]  # the map alone, not the charts after it
     assert re.search(r'<div[^>]*id="map"[^>]*data-drawn="\d+"', dom)  # drawn before load ended
     legend = [unescape(t) for t in re.findall(r'class="legendtext"[^>]*>([^<]*)<', map_div)]
     sizes = data.members.group_by("cluster_id").agg(
