@@ -1430,15 +1430,16 @@ def forget_account(
             "SELECT display_name FROM users WHERE platform = ? AND user_id = ?", account
         ).fetchall()
         names = [user_id, *(row[0] for row in name if row[0])]
+        mentions = _deleted(
+            con,
+            "post_mentions",
+            """(platform, post_id) IN (SELECT platform, post_id FROM posts
+            WHERE platform = ? AND user_id = ?) OR (platform = ? AND mentioned = ?)""",
+            account + account,
+        )  # before its posts go: their mentions are found through them
         counts = {
-            "mentions": _deleted(
-                con,
-                "post_mentions",
-                """(platform, post_id) IN (SELECT platform, post_id FROM posts
-                WHERE platform = ? AND user_id = ?) OR (platform = ? AND mentioned = ?)""",
-                account + account,
-            ),
             "posts": _deleted(con, "posts", "platform = ? AND user_id = ?", account),
+            "mentions": mentions,
             "embeddings": _deleted(con, "embeddings", "list_contains(?, text_hash)", [hashes]),
             "links": _deleted(con, "people", "platform = ? AND user_id = ?", account),
             "crawl states": _deleted(con, "crawl_state", "platform = ? AND account = ?", account),

@@ -114,7 +114,9 @@ def test_linking_two_accounts_moves_them_into_one_cluster_and_unlinking_splits_t
     assert len(together) == len(before)  # one row per account still
     with store.open(refreshed) as con:
         run = store.latest_run_id(con)
-        sizes = store.scalar(con, "SELECT sum(size) FROM clusters WHERE run_id = ?", [run])
+        sizes = store.scalar(
+            con, "SELECT sum(size) FROM clusters WHERE run_id = ? AND level = 'fine'", [run]
+        )
     assert sizes == len(before) - 1  # clusters count people: the two accounts are one
     listed = tribes(refreshed, "people", "list")
     assert "facebook:arsenal" in listed.output and "confirmed" in listed.output

@@ -202,7 +202,7 @@ def test_evaluate_scores_the_refresh_against_known_labels(refreshed, workdir):
 
 def test_cli_status_and_config_show_the_runs_and_settings(refreshed):
     runner = CliRunner()
-    status = runner.invoke(app, ["--db", str(refreshed), "status"])
+    status = runner.invoke(app, ["--db", str(refreshed), "status"], env={"COLUMNS": "160"})
     assert status.exit_code == 0, status.output
     assert "completed" in status.output and "139" in status.output
     shown = runner.invoke(app, ["--db", str(refreshed), "config"])
