@@ -88,13 +88,13 @@ def prepare(config: Settings) -> None:
 
 def use_project_prefect_home(config: Settings) -> None:
     """Keep Prefect's database, caches and results in the state folder, not in $HOME."""
+    from flows.files import writable_folder
+
     home = (config.state / "prefect").resolve()
     try:
-        home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(f"cannot create state folder {home}: {exc.strerror}") from None
-    if not os.access(home, os.W_OK | os.X_OK):
-        raise fail(f"state folder {home} is not writable (state_dir, TRIBES_STATE_DIR)")
+        writable_folder(home, "state folder")
+    except ValueError as exc:
+        raise fail(f"{exc} (state_dir, TRIBES_STATE_DIR)") from None
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "storage"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

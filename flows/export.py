@@ -8,7 +8,6 @@ read-only database connection.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from flows.files import write_atomically
+from flows.files import writable_folder, write_atomically
 from pipeline import store
 from pipeline.settings import Settings
 
@@ -69,7 +68,7 @@ def export_run(settings: Settings, run_id: str | None, fmt: str, out: Path) -> l
     as `fmt`; returns the files written."""
     if fmt not in WRITERS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(WRITERS)}")
-    writable_folder(out)
+    writable_folder(out, "export folder")
     with store.open(settings, "read") as con:
         chosen = run_id or store.latest_run_id(con)
         run = store.run_info(con, chosen) if chosen else None
@@ -86,13 +85,3 @@ def export_run(settings: Settings, run_id: str | None, fmt: str, out: Path) -> l
         write_atomically(path, lambda temp, table=table: WRITERS[fmt](table, temp))
         written.append(path)
     return written
-
-
-def writable_folder(out: Path) -> None:
-    """Create `out` if needed; a folder that cannot be written to raises, in one line."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"cannot create export folder {out}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"export folder {out} is not writable")

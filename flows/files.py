@@ -37,3 +37,14 @@ def unreadable(path: Path) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Create `folder` (`what` it is, for the message) if needed; one that cannot be created or
+    written to raises ValueError in one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create {what} {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {folder} is not writable")
