@@ -68,12 +68,9 @@ def run_members(settings: Settings, run_id: str) -> pl.DataFrame:
 
 
 def run_topics(settings: Settings, run_id: str) -> list[list[str]]:
+    """Each fine cluster's top 10 terms, best first (the coarse groups' terms are not topics)."""
     with store.open(settings) as con:
-        terms = store.frame(
-            con,
-            "SELECT cluster_id, term FROM cluster_terms WHERE run_id = ? ORDER BY cluster_id, rank",
-            [run_id],
-        )
+        terms = store.run_terms(con, run_id)
     return [g["term"].to_list()[:10] for _, g in terms.group_by("cluster_id", maintain_order=True)]
 
 
