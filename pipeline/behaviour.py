@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -141,6 +140,8 @@ def cluster_interactions(edges: pl.DataFrame, members: pl.DataFrame) -> pl.DataF
 def pagerank(edges: pl.DataFrame) -> pl.DataFrame:
     """PageRank of every account on the directed interaction graph (edge weight: interactions
     of any kind): platform, user_id, score."""
+    import networkx as nx
+
     graph = nx.DiGraph()
     weighted = edges.group_by(*USER_KEYS, "target").agg(pl.col("count").sum())
     for platform, source, target, count in weighted.iter_rows():

@@ -116,9 +116,11 @@ def model_spec(settings: Settings) -> ModelSpec:
     else:
         load_from = name
     prefix = settings.query_prefix if settings.query_prefix is not None else default_prefix(name)
-    backend = resolve_backend(settings.embed_backend, settings.device)
-    if is_bundled(load_from):  # numpy inside: nothing to export
-        backend = "torch"
+    backend = (  # the bundled model has numpy inside: nothing to export, no torch to ask
+        "torch"
+        if is_bundled(load_from)
+        else resolve_backend(settings.embed_backend, settings.device)
+    )
     return ModelSpec(name, load_from, prefix, settings.max_seq_length, backend)
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from sklearn.preprocessing import normalize
 
 from pipeline.cluster import relabel_by_size
 
@@ -35,6 +34,8 @@ class Levels:
 
 def cluster_means(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """The mean of each cluster's unit vectors (k x dim; not re-normalised)."""
+    from sklearn.preprocessing import normalize
+
     sums = np.zeros((k, points.shape[1]))
     np.add.at(sums, labels, normalize(points))
     return sums / np.bincount(labels, minlength=k).clip(min=1)[:, None]
@@ -72,6 +73,8 @@ def best_separated_groups(points: np.ndarray, labels: np.ndarray, tree: np.ndarr
     clusters; k otherwise) whose groups best separate the users' unit vectors by the
     Calinski-Harabasz ratio (between-group over within-group variance, each per degree of
     freedom), computed from the clusters' sums: linear in users and clusters."""
+    from sklearn.preprocessing import normalize
+
     k = len(tree) + 1
     if k < 3:
         return k
@@ -112,6 +115,7 @@ def split_largest(
     """Split the largest cluster in two (KMeans on its unit vectors) until there are
     `n_clusters` (or no cluster has two users left to split); renumbered largest first."""
     from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
 
     unit = normalize(points)
     labels = labels.copy()
@@ -142,6 +146,8 @@ def nearest_clusters(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `others`, the cluster of `labels` (over `points`) whose mean direction is
     nearest, and its cosine similarity clipped to [0, 1]."""
+    from sklearn.preprocessing import normalize
+
     means = normalize(cluster_means(points, labels, int(labels.max()) + 1))
     similarity = normalize(others) @ means.T
     nearest = similarity.argmax(axis=1)
@@ -178,6 +184,8 @@ def place_users(
 def most_similar(queries: np.ndarray, points: np.ndarray, n: int, batch: int = 256) -> np.ndarray:
     """For each query, the rows of `points` of the `n` highest cosine similarity (any order),
     `batch` queries at a time (memory: batch x len(points))."""
+    from sklearn.preprocessing import normalize
+
     unit = normalize(points).astype(np.float32)
     n = min(n, len(points))
     found = []

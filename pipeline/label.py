@@ -13,8 +13,6 @@ from importlib import resources
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
-from sklearn.preprocessing import normalize
 
 from pipeline.clean import best_post_in, excerpt
 from pipeline.profile import USER_KEYS, rows_of
@@ -28,6 +26,8 @@ HIRAGANA = re.compile(r"[\u3040-\u309f]+")  # mostly Japanese grammar, not topic
 @cache
 def stop_words() -> frozenset[str]:
     """sklearn's English list plus the bundled multilingual and web-noise list."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     text = resources.files("pipeline").joinpath("stopwords.txt").read_text(encoding="utf-8")
     extra = {w for line in text.splitlines() if not line.startswith("#") for w in line.split()}
     return frozenset(ENGLISH_STOP_WORDS | extra)
@@ -50,6 +50,8 @@ def terms_of(text: str) -> list[str]:
 
 def ctfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
     """Class-based TF-IDF as BERTopic defines it: tf (l1 per class) x log(1 + A / f_t)."""
+    from sklearn.preprocessing import normalize
+
     frequency = np.asarray(counts.sum(axis=0)).ravel()
     average_words = counts.sum() / counts.shape[0]
     idf = np.log(1 + average_words / np.maximum(frequency, 1))
@@ -133,6 +135,8 @@ def cluster_terms(
     are used together in the cluster's texts are kept (`coherent_top`): the label reads as one
     topic. Chosen on real labelled sets (bench/quality.py: NPMI and topic diversity).
     """
+    from sklearn.feature_extraction.text import CountVectorizer
+
     min_df = 2 if len(texts) >= 200 else 1
     vectorizer = CountVectorizer(analyzer=terms_of, min_df=min_df)
     try:

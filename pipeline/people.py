@@ -19,22 +19,21 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import normalize
+
+if TYPE_CHECKING:  # sklearn loads in the steps that use it: `tribes crawl` needs none of them
+    from sklearn.linear_model import LogisticRegression
 
 ACCOUNT = ["platform", "user_id"]
 MERGING = ("declared", "verified", "confirmed")  # links that make one person by themselves
 HOWS = (*MERGING, "suggested", "rejected")
 MAX_ACCOUNT_CHARS = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-FUNCTION_WORDS = sorted(ENGLISH_STOP_WORDS)  # English function words
 
 
 class AccountError(ValueError):
@@ -212,6 +211,9 @@ def account_signals(
 ) -> Signals:
     """Signals of each account of `posts` (platform, user_id, created_at, text_clean; `vectors`
     row for row), with display names from `names` (platform, user_id, display_name)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
     accounts = posts.select(ACCOUNT).unique().sort(ACCOUNT).with_row_index("row")
     owner = posts.join(accounts, on=ACCOUNT, how="left", maintain_order="left")["row"].to_numpy()
     n = accounts.height
@@ -226,7 +228,7 @@ def account_signals(
     style = TfidfVectorizer(
         analyzer="char_wb", ngram_range=(2, 4), min_df=2, max_features=100_000, sublinear_tf=True
     ).fit_transform(documents)
-    words = CountVectorizer(vocabulary=FUNCTION_WORDS).transform(documents)
+    words = CountVectorizer(vocabulary=sorted(ENGLISH_STOP_WORDS)).transform(documents)
     times = posts["created_at"]
     known = times.is_not_null().to_numpy()
     hours = _histogram(owner[known], times.dt.hour().to_numpy()[known], n, 24)
@@ -263,6 +265,9 @@ def _histogram(owner: np.ndarray, bins: np.ndarray, n: int, n_bins: int) -> np.n
 def blocking_vectors(signals: Signals, dims: int = 64, random_state: int = 42) -> np.ndarray:
     """A small vector per account whose dot products approximate interest and style similarity
     together: what candidates are found by (`nearest_candidates`)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
     parts = [signals.interest]
     if signals.style.shape[1] > dims:
         reduced = TruncatedSVD(dims, random_state=random_state).fit_transform(signals.style)
@@ -348,6 +353,8 @@ def calibrate(
     """A logistic regression from pair features to the probability that a pair is one person,
     fitted on the data itself: each account's posts split in two (alternate posts and by time)
     give true pairs; the other accounts each half is compared with give false ones."""
+    from sklearn.linear_model import LogisticRegression
+
     rows = np.flatnonzero(posts.select(pl.len().over(ACCOUNT) >= 4).to_series().to_numpy())
     features, labels = [], []
     for by in ("alternate", "time"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from sklearn.preprocessing import normalize
 
 from pipeline.clean import pack_chunks
 from pipeline.settings import ProfileMethod
@@ -44,6 +43,8 @@ def mean_profiles(
     owner: np.ndarray, vectors: np.ndarray, n_users: int, weights: np.ndarray | None = None
 ) -> np.ndarray:
     """(Weighted) mean of each user's post vectors (L2-normalised)."""
+    from sklearn.preprocessing import normalize
+
     sums = np.zeros((n_users, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, owner, vectors if weights is None else vectors * weights[:, None])
     return normalize(sums).astype(np.float32)
