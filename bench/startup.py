@@ -2,6 +2,7 @@
 server (the baseline: PREFECT_API_URL unset) and with a running Prefect server.
 
     .venv/bin/python bench/startup.py [--repeat 3] [--pages 40] [--posts-per-page 8] [--reuse]
+        [--no-baseline]
 
 Builds a small database of real posts (the bundled sample: `--pages` pages, `--posts-per-page`
 posts each) with `tribes import` and one `tribes refresh`, serves one of its accounts as a
@@ -113,6 +114,9 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--posts-per-page", type=int, default=8)
     parser.add_argument("--reuse", action="store_true", help="keep the last run's database")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="only with a running server (saves minutes)"
+    )
     args = parser.parse_args()
     folder = ROOT / ".tribes" / "bench" / "startup"
     fresh = not (args.reuse and (folder / "tribes.duckdb").exists())
@@ -133,8 +137,9 @@ def main() -> None:
             tribes(folder, env, "import", str(folder / "posts.parquet"), "--platform", "facebook")
             tribes(folder, env, "crawl", "--sources", str(sources))  # the local account, once
             tribes(folder, env, "refresh")
-        print("temporary server (baseline):", flush=True)
-        results["temporary server (baseline)"] = measure(folder, env, sources, args.repeat)
+        if not args.no_baseline:
+            print("temporary server (baseline):", flush=True)
+            results["temporary server (baseline)"] = measure(folder, env, sources, args.repeat)
         port = free_port()
         with (home / "server.log").open("w") as log:
             server = serve.start_server(serve.prefect_env(home, port), port, log)
@@ -148,6 +153,7 @@ def main() -> None:
                 serve.stop(server)
     floor = statistics.median(tribes(folder, env, "--help")[0] for _ in range(args.repeat))
     print(f"\nmedian of {args.repeat} runs; `tribes --help` (Python + CLI start) {floor:.1f} s")
+    print("load average at the end (1, 5, 15 min):", *(f"{x:.1f}" for x in os.getloadavg()))
     print(f"{'mode':<30}{'crawl wall':>12}{'spider':>9}{'overhead':>10}{'refresh':>10}")
     for mode, times in results.items():
         crawl, spider = statistics.median(times["crawl"]), statistics.median(times["spider"])
