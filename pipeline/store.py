@@ -263,8 +263,8 @@ USERS = Table(
         "label": Column("VARCHAR", pl.Utf8, "merged"),  # a known interest label
         "url": Column("VARCHAR", pl.Utf8, "merged"),
         "description": Column("VARCHAR", pl.Utf8, "merged"),
-        "verified_links": Column("VARCHAR", pl.Utf8, "merged"),  # JSON [{url, verified_at}]
         "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
+        "verified_links": Column("VARCHAR", pl.Utf8, "merged"),  # JSON [{url, verified_at}]
     },
 )
 
