@@ -230,8 +230,10 @@ def person_named(members: pl.DataFrame) -> pl.DataFrame:
 
 def per_person(members: pl.DataFrame) -> pl.DataFrame:
     """Account rows (with person_id and n_posts) as one row per person, in their order: its
-    first row, with the posts of all its accounts."""
-    person = pl.coalesce("person_id", pl.col("platform") + ":" + pl.col("user_id"))
+    first row, with the posts of all its accounts (each account its own person without a
+    person_id column)."""
+    account = pl.col("platform") + ":" + pl.col("user_id")
+    person = pl.coalesce("person_id", account) if "person_id" in members.columns else account
     return members.with_columns(n_posts=pl.col("n_posts").sum().over(person)).filter(
         pl.int_range(pl.len()).over(person) == 0
     )
