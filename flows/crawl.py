@@ -210,6 +210,19 @@ def record_people(settings: Settings, sources_file: SourcesFile) -> None:
         store.replace_declared(con, sources_file.declared_people(), DECLARED)
 
 
+@task(retries=2, retry_delay_seconds=2, task_run_name="record verified links")
+def record_verified(settings: Settings) -> int:
+    """Store the links platforms verified, from the profiles stored (people.verified_links):
+    they replace the earlier verified links; a pair `tribes people unlink` rejected stays apart."""
+    from pipeline import people  # scikit-learn: only when recording
+
+    with store.open(settings, "write") as con:
+        links = store.read_links(con)
+        rejected = set(links.filter(pl.col("how") == "rejected")["person_id"].to_list())
+        found = people.verified_links(store.read_profiles(con), rejected)
+        return store.replace_found(con, "verified", found)
+
+
 @task(retries=2, retry_delay_seconds=2, task_run_name="record crawl start")
 def record_start(settings: Settings, source: str | None) -> str:
     with store.open(settings, "write") as con:
@@ -295,6 +308,7 @@ def crawl(
         "since": since.isoformat() if since else None,
     }
     record_finish(settings, crawl_id, "completed", report)
+    record_verified(settings)
     summary = summarise(crawl_id, report, str(log_dir / f"{crawl_id}.log"))
     logger = get_run_logger()
     for row in summary.accounts:  # every account when few, else those with errors

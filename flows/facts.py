@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import behaviour as bh
-from pipeline import store
+from pipeline import people, store
 from pipeline.settings import Settings
 
 TOP = 5  # rows per list
@@ -39,7 +39,7 @@ def load(config: Settings, run: str | None, cluster_ids: list[int]) -> RunBehavi
             run_id,
             store.read_behaviour(con, run_id),
             store.run_clusters(con, run_id),
-            store.run_members(con, run_id),
+            people.person_named(store.run_members(con, run_id)),
             store.read_recommendations(con, run_id, "cluster"),
             used.get("timezone", config.timezone),
             config.min_kind_posts,  # a reading choice: today's setting

@@ -115,7 +115,7 @@ def suggest(settings: Settings, min_score: float) -> pl.DataFrame:
     with store.open(settings, "write") as con:
         persons = persons_of(con, settings)
         found = people_step.without_known_pairs(found, links, persons)
-        store.replace_suggested(con, suggested_rows(found))
+        store.replace_found(con, "suggested", suggested_rows(found))
     return found
 
 

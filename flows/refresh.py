@@ -349,7 +349,7 @@ def label(
                 vectors,
                 settings.label_terms,
                 settings.representative_posts,
-                names,
+                people_step.person_display_names(members, names),
             )
             for level, level_terms in zip(levels, terms, strict=True)
         ]

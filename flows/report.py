@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 from prefect import task
 
+from pipeline import people, store
 from pipeline import report as report_step
-from pipeline import store
 from pipeline.settings import Settings
 
 REPORT_FILE = "report.html"
@@ -26,12 +26,14 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> report_step
     previous = store.previous_run_id(con, run_id)
     return report_step.ReportData(
         run=run,
-        members=store.run_members(con, run_id),
+        members=people.person_named(store.run_members(con, run_id)),
         clusters=store.run_clusters(con, run_id),
         terms=store.run_terms(con, run_id),
         recommendations=store.read_recommendations(con, run_id),
         previous_run_id=previous,
-        previous_members=store.run_members(con, previous) if previous else None,
+        previous_members=people.person_named(store.run_members(con, previous))
+        if previous
+        else None,
         previous_clusters=store.run_clusters(con, previous) if previous else None,
         n_products=store.scalar(con, "SELECT count(*) FROM products"),
         groups=store.run_clusters(con, run_id, "coarse"),

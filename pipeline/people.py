@@ -17,9 +17,11 @@ neighbours (blocking), never from all pairs.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import numpy as np
 import polars as pl
@@ -33,6 +35,14 @@ ACCOUNT = ["platform", "user_id"]
 MERGING = ("declared", "verified", "confirmed")  # links that make one person by themselves
 HOWS = (*MERGING, "suggested", "rejected")
 MAX_ACCOUNT_CHARS = 300
+LINK_SCHEMA = {
+    "person_id": pl.Utf8,
+    "platform": pl.Utf8,
+    "user_id": pl.Utf8,
+    "how": pl.Utf8,
+    "score": pl.Float64,
+    "evidence": pl.Utf8,
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -191,6 +201,125 @@ def one_per_person(members: pl.DataFrame) -> pl.DataFrame:
     return members.sort(ACCOUNT).unique("person_id", keep="first", maintain_order=True)
 
 
+def person_named(members: pl.DataFrame) -> pl.DataFrame:
+    """Account rows (platform, user_id, person_id, name) whose `name` shows the person: for a
+    person of several accounts `NAME (P:USER, P:USER)`, NAME being its first account's."""
+    account = pl.col("platform") + ":" + pl.col("user_id")
+    keyed = members.with_columns(_person=pl.coalesce("person_id", account), _account=account)
+    people = (
+        keyed.sort(ACCOUNT)
+        .group_by("_person")
+        .agg(
+            _first=pl.col("name").first(),
+            _accounts=pl.col("_account").str.join(", "),
+            _several=pl.len() > 1,
+        )
+    )
+    return (
+        keyed.join(people, on="_person", how="left", maintain_order="left")
+        .with_columns(
+            name=pl.when("_several")
+            .then(pl.format("{} ({})", "_first", "_accounts"))
+            .otherwise("name")
+        )
+        .select(members.columns)
+    )
+
+
+def per_person(members: pl.DataFrame) -> pl.DataFrame:
+    """Account rows (with person_id and n_posts) as one row per person, in their order: its
+    first row, with the posts of all its accounts (each account its own person without a
+    person_id column)."""
+    account = pl.col("platform") + ":" + pl.col("user_id")
+    person = pl.coalesce("person_id", account) if "person_id" in members.columns else account
+    return members.with_columns(n_posts=pl.col("n_posts").sum().over(person)).filter(
+        pl.int_range(pl.len()).over(person) == 0
+    )
+
+
+def person_display_names(members: pl.DataFrame, names: pl.DataFrame) -> pl.DataFrame:
+    """`names` (platform, user_id, display_name) for the accounts of `members` (with person_id),
+    each showing its person as `person_named` does."""
+    named = members.select(*ACCOUNT, "person_id").join(names, on=ACCOUNT, how="left")
+    shown = named.select(*ACCOUNT, "person_id", name=pl.coalesce("display_name", "user_id"))
+    return person_named(shown).select(*ACCOUNT, display_name="name")
+
+
+# ---------------------------------------------------------------- verified links
+
+PROFILE_URL = re.compile(r"https?://[^\s<>\"'()\[\]]+")
+
+
+def address(url: str | None) -> str | None:
+    """What an http(s) URL names, comparable across spellings: host (less `www.`) and path, no
+    scheme, query or trailing slash; None for anything else."""
+    try:
+        parts = urlsplit((url or "").strip())
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    return host.lower().removeprefix("www.") + parts.path.rstrip("/")
+
+
+def named_accounts(users: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    """Each address naming exactly one account of `users` (platform, user_id, url): its profile
+    or site URL, a feed's own URL and the site (host) a feed lives on."""
+    names: dict[str, set[tuple[str, str]]] = {}
+    for platform, user_id, url in users.select(*ACCOUNT, "url").iter_rows():
+        own = {address(url), address(user_id)}
+        if address(user_id):  # a feed or page: a link to its site names it too
+            own.add(address(user_id).split("/", 1)[0])
+        for name in own - {None}:
+            names.setdefault(name, set()).add((platform, user_id))
+    return {name: next(iter(found)) for name, found in names.items() if len(found) == 1}
+
+
+def platform_verified(stored: str | None) -> list[dict]:
+    """The links of a `verified_links` value (JSON [{url, verified_at}]); none when malformed."""
+    try:
+        links = json.loads(stored or "[]")
+    except ValueError:
+        return []
+    return [link for link in links if isinstance(link, dict)] if isinstance(links, list) else []
+
+
+def verified_links(users: pl.DataFrame, rejected: set[str]) -> pl.DataFrame:
+    """Link rows (`how='verified'`) from what platforms publish, in `users` (platform, user_id,
+    url, description, verified_links): a link the platform verified (a Mastodon field with
+    `verified_at`, a Bluesky domain handle) naming another stored account, and two accounts
+    whose profile descriptions link each other. Pairs in `rejected` (pair ids) stay apart."""
+    named = named_accounts(users)
+    found: dict[str, tuple] = {}  # pair id -> (account, account, evidence)
+    described: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+    for row in users.iter_rows(named=True):
+        account = (row["platform"], row["user_id"])
+        for link in platform_verified(row["verified_links"]):
+            other = named.get(address(link.get("url")))
+            if other and other != account:
+                when = str(link.get("verified_at") or "")[:10]
+                evidence = f"{account[0]} link verified {when}: {link['url']}"
+                found.setdefault(pair_id(account, other), (account, other, evidence))
+        for found_url in PROFILE_URL.findall(row["description"] or ""):
+            url = found_url.rstrip(".,;:!?")
+            other = named.get(address(url))
+            if other and other != account:
+                described.setdefault(account, {})[other] = url
+    for account, others in described.items():
+        for other, url in others.items():
+            if back := described.get(other, {}).get(account):
+                evidence = f"profile descriptions link each other: {url}, {back}"
+                found.setdefault(pair_id(account, other), (account, other, evidence))
+    rows = [
+        (pair, *account, "verified", None, evidence)
+        for pair, (first, second, evidence) in sorted(found.items())
+        if pair not in rejected
+        for account in (first, second)
+    ]
+    return pl.DataFrame(rows, schema=LINK_SCHEMA, orient="row")
+
+
 # ---------------------------------------------------------------- account signals
 
 
@@ -262,41 +391,76 @@ def _histogram(owner: np.ndarray, bins: np.ndarray, n: int, n_bins: int) -> np.n
     return counts
 
 
-def blocking_vectors(signals: Signals, dims: int = 64, random_state: int = 42) -> np.ndarray:
+def blocking_vectors(
+    signals: Signals, dims: int = 64, random_state: int = 42, fit_rows: int = 10_000
+) -> np.ndarray:
     """A small vector per account whose dot products approximate interest and style similarity
-    together: what candidates are found by (`nearest_candidates`)."""
+    together: what candidates are found by (`nearest_candidates`). The style reduction is fitted
+    on at most `fit_rows` accounts (all of them below that), then applied to every account."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
 
     parts = [signals.interest]
     if signals.style.shape[1] > dims:
-        reduced = TruncatedSVD(dims, random_state=random_state).fit_transform(signals.style)
-        parts.append(normalize(reduced))
+        rows = np.random.default_rng(random_state).permutation(signals.style.shape[0])[:fit_rows]
+        svd = TruncatedSVD(dims, random_state=random_state).fit(signals.style[np.sort(rows)])
+        parts.append(normalize(svd.transform(signals.style)))
     return normalize(np.hstack(parts)).astype(np.float32)
 
 
+BLOCK_CELLS = 4_000_000  # similarities computed at once while finding candidates
+
+
 def nearest_candidates(
-    vectors: np.ndarray, platforms: np.ndarray, k: int, block: int = 512
+    vectors: np.ndarray,
+    platforms: np.ndarray,
+    k: int,
+    cell_size: int = 1000,
+    probes: int = 6,
+    random_state: int = 42,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (rows a < b) where b is among a's `k` most similar accounts on another platform or
-    a among b's: matrix products in blocks of `block` rows, never all pairs at once in memory."""
-    firsts, seconds = [], []
-    for start in range(0, len(vectors), block):
-        rows = np.arange(start, min(start + block, len(vectors)))
-        similarity = vectors[rows] @ vectors.T
-        similarity[platforms[rows][:, None] == platforms[None, :]] = -np.inf
-        take = min(k, len(vectors) - 1)
-        if take <= 0:
-            break
-        best = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
-        keep = np.isfinite(np.take_along_axis(similarity, best, axis=1))
-        firsts.append(np.repeat(rows, take)[keep.ravel()])
-        seconds.append(best.ravel()[keep.ravel()])
-    if not firsts:
-        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    a, b = np.concatenate(firsts), np.concatenate(seconds)
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    a among b's. Accounts fall into cells of about `cell_size` similar accounts (k-means); each
+    account is compared, by matrix products in blocks, with the accounts of its `probes` nearest
+    cells: exact up to `probes` cells, about linear in the number of accounts beyond."""
+    codes = np.unique(platforms, return_inverse=True)[1]
+    centres = cell_centres(vectors, max(1, len(vectors) // cell_size), random_state)
+    closeness = vectors @ centres.T
+    cell = closeness.argmax(axis=1)
+    probed = np.argsort(-closeness, axis=1)[:, :probes]
+    best = np.full((len(vectors), k), -1)
+    best_similarity = np.full((len(vectors), k), -np.inf, dtype=np.float32)
+    for c in range(len(centres)):
+        members = np.flatnonzero(cell == c)
+        queries = np.flatnonzero((probed == c).any(axis=1))
+        if len(members) == 0:
+            continue
+        for block in np.array_split(queries, 1 + len(queries) * len(members) // BLOCK_CELLS):
+            similarity = vectors[block] @ vectors[members].T
+            similarity[codes[block][:, None] == codes[members][None, :]] = -np.inf
+            take = min(k, len(members))
+            local = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
+            ids = np.hstack([best[block], members[local]])
+            scores = np.hstack([best_similarity[block], np.take_along_axis(similarity, local, 1)])
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            best[block] = np.take_along_axis(ids, top, axis=1)
+            best_similarity[block] = np.take_along_axis(scores, top, axis=1)
+    found = np.isfinite(best_similarity)
+    a, b = np.repeat(np.arange(len(vectors)), k)[found.ravel()], best[found]
+    pairs = np.unique(np.minimum(a, b) * len(vectors) + np.maximum(a, b))
+    return pairs // len(vectors), pairs % len(vectors)
+
+
+def cell_centres(vectors: np.ndarray, n_cells: int, random_state: int) -> np.ndarray:
+    """`n_cells` unit centres of k-means on (a sample of) `vectors`: the blocking cells."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    if n_cells == 1:
+        return normalize(vectors.mean(axis=0, keepdims=True))
+    rows = np.random.default_rng(random_state).permutation(len(vectors))[: 50 * n_cells]
+    fitted = KMeans(n_cells, n_init=1, max_iter=20, random_state=random_state).fit(vectors[rows])
+    return normalize(fitted.cluster_centers_).astype(vectors.dtype)
 
 
 def _row_cosines(left: np.ndarray | sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:

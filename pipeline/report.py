@@ -26,6 +26,7 @@ from markupsafe import Markup
 from pipeline import behaviour as bh
 from pipeline.changes import Changes, compare_runs
 from pipeline.hierarchy import NO_TEXT, TOO_LITTLE_TEXT
+from pipeline.people import per_person
 
 # Okabe-Ito and Tableau 10: distinguishable, colour-blind friendly first
 PALETTE = [
@@ -405,7 +406,7 @@ def cluster_views(data: ReportData, changes: Changes) -> list[dict[str, Any]]:
         members = data.members.filter(pl.col("cluster_id") == cluster_id)
         member_rows = [
             {**m, "top": user_top.get(f"{m['platform']}:{m['user_id']}")}
-            for m in members.iter_rows(named=True)
+            for m in per_person(members).iter_rows(named=True)
         ]
         known = members["known_label"].drop_nulls().value_counts(sort=True).head(4)
         views.append(

@@ -168,6 +168,9 @@ MIGRATIONS: list[list[str]] = [
             platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL, forgotten_at TIMESTAMP NOT NULL,
             PRIMARY KEY (platform, user_id))""",
     ],
+    # verified profile links: the links a platform says it verified (Mastodon's rel=me fields),
+    # as JSON [{"url", "verified_at"}], read by people.verified_links
+    ["ALTER TABLE users ADD COLUMN verified_links VARCHAR"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -261,6 +264,7 @@ USERS = Table(
         "url": Column("VARCHAR", pl.Utf8, "merged"),
         "description": Column("VARCHAR", pl.Utf8, "merged"),
         "updated_at": Column("TIMESTAMP", pl.Datetime("us"), "updated", required=True),
+        "verified_links": Column("VARCHAR", pl.Utf8, "merged"),  # JSON [{url, verified_at}]
     },
 )
 
@@ -670,6 +674,15 @@ def read_mentions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 def read_users(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return frame(con, "SELECT platform, user_id, display_name, label FROM users")
+
+
+def read_profiles(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """What accounts publish about themselves (people.verified_links reads it)."""
+    return frame(
+        con,
+        "SELECT platform, user_id, url, description, verified_links FROM users "
+        "ORDER BY platform, user_id",
+    )
 
 
 def data_version(con: duckdb.DuckDBPyConnection) -> str:
@@ -1393,10 +1406,11 @@ def delete_link_groups(con: duckdb.DuckDBPyConnection, person_ids: list[str]) ->
     return _deleted(con, "people", "list_contains(?, person_id)", [person_ids])
 
 
-def replace_suggested(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> int:
-    """Make `rows` the suggested links (the latest `tribes people suggest`)."""
+def replace_found(con: duckdb.DuckDBPyConnection, how: str, rows: pl.DataFrame) -> int:
+    """Make `rows` the links found `how` ('suggested': the latest `tribes people suggest`;
+    'verified': from the profiles the latest crawl stored)."""
     with transaction(con):
-        con.execute("DELETE FROM people WHERE how = 'suggested'")
+        con.execute("DELETE FROM people WHERE how = ?", [how])
         return save_links(con, rows)
 
 
@@ -1458,9 +1472,9 @@ def forget_account(
             )
         con.execute(
             """UPDATE clusters SET example_users = list_filter(example_users, lambda n: NOT
-            list_contains(?, n)) WHERE list_has_any(example_users, ?)""",
-            [names, names],
-        )
+            (list_contains(?, n) OR contains(n, ?)))""",
+            [names, key],
+        )  # a person's name shows its accounts' keys
         con.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?, ?)", [platform, user_id, now()])
     return counts
 

@@ -127,7 +127,8 @@ class LocalPlatforms:
     `posts` needs the columns user_id, post_id, created_at, text; optional user_label and
     the post fields of `tribes import` (likes, reposts, replies, kind, lang, reply_to,
     repost_of: usernames, mentions: lists of usernames; or Facebook pages' num_reactions, ...).
-    Use it as a context manager, or start() and stop().
+    `profiles[username]` replaces keys of that account's Mastodon and Bluesky profile answers
+    (fields, note, handle...). Use it as a context manager, or start() and stop().
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class LocalPlatforms:
         self.accounts: dict[str, FakeAccount] = {}
         self.requests: list[Logged] = []
         self.scripts: dict[str, deque[Reply]] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}  # username -> profile keys served instead
         self._lock = threading.Lock()
         self._sequence = 0
         self._server: ThreadingHTTPServer | None = None
@@ -308,7 +310,7 @@ class LocalPlatforms:
             "statuses_count": len(account.posts),
             "emojis": [],
             "fields": [],
-        }
+        } | self.profiles.get(account.username, {})
 
     def someone(self, name: str | None) -> FakeAccount:
         """The account of this server called `name`, or one elsewhere (OTHER when None)."""
@@ -421,6 +423,7 @@ class LocalPlatforms:
                 "postsCount": len(account.posts),
                 "indexedAt": "2024-01-01T00:00:00.000Z",
             }
+            | self.profiles.get(account.username, {})
         )
 
     def bluesky_view(self, account: FakeAccount, post: FakePost) -> dict[str, Any]:

@@ -9,6 +9,7 @@ language and the DIDs it reposts, answers and mentions (the spider's user ids ar
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -35,6 +36,16 @@ def bluesky_actor(handle: str) -> str:
     if not HANDLE.fullmatch(text):
         raise ValueError(f"{handle!r} is not a Bluesky handle (alice.bsky.social) or DID")
     return text if text.startswith("did:") else text.lower()
+
+
+def domain_handle(handle: Any) -> list[dict[str, str]]:
+    """A handle that is the account's own domain, which Bluesky verified (DNS or
+    /.well-known): [{url, verified_at}]; none for *.bsky.social and invalid handles."""
+    if not isinstance(handle, str) or not HANDLE.fullmatch(handle) or handle.startswith("did:"):
+        return []
+    if handle.lower().endswith(".bsky.social") or handle.lower() == "handle.invalid":
+        return []
+    return [{"url": f"https://{handle.lower()}", "verified_at": store.now().isoformat()}]
 
 
 def post_url(post: dict) -> str | None:
@@ -123,6 +134,7 @@ class BlueskySpider(AccountSpider):
             profile.get("displayName") or handle,
             url=f"https://bsky.app/profile/{handle}" if handle else None,
             description=profile.get("description"),
+            verified_links=json.dumps(domain_handle(handle)),
         )
         yield self.feed(run, cursor=None)
 

@@ -6,12 +6,14 @@ GET /api/v1/accounts/lookup?acct=USER, then GET /api/v1/accounts/:id/statuses?li
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import lxml.html
 import scrapy
 from scrapy.http import Response
 
@@ -137,6 +139,21 @@ def engagement(status: dict) -> dict[str, Any]:
     }
 
 
+def verified_fields(fields: Any) -> list[dict[str, str]]:
+    """The links of profile fields the instance verified (rel=me back-links: `verified_at`
+    set), as [{url, verified_at}]; unverified fields say nothing."""
+    links = []
+    for entry in fields if isinstance(fields, list) else []:
+        if not isinstance(entry, dict) or not entry.get("verified_at"):
+            continue
+        value = str(entry.get("value") or "").strip()
+        hrefs = lxml.html.fragment_fromstring(value, create_parent="div").xpath("//a/@href")
+        url = str(hrefs[0]) if hrefs else html_to_text(value)
+        if http_url(url):
+            links.append({"url": url, "verified_at": str(entry["verified_at"])})
+    return links
+
+
 class MastodonSpider(AccountSpider):
     name = "mastodon"
     page_size = 40  # the API's maximum
@@ -165,6 +182,7 @@ class MastodonSpider(AccountSpider):
             account.get("display_name") or account.get("username"),
             url=account.get("url"),
             description=html_to_text(account.get("note")),
+            verified_links=json.dumps(verified_fields(account.get("fields"))),
         )
         yield self.statuses(run, who.instance, str(account["id"]), max_id=None)
 
