@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         description="chunk_mean: characters of posts per embedded chunk; None = 2,000 for the "
         "default model (no token limit), 4 per token of max_seq_length for others",
     )
+    behaviour_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="weight of posting rhythm, post kinds and interactions beside the words "
+        "when clustering (0 = words only; measured in bench/quality.py)",
+    )
     profile_remove_components: int = Field(
         3, ge=0, le=50, description="shared directions projected out by debiased_mean"
     )
@@ -303,6 +310,7 @@ REFRESH_OPTIONS = (  # the settings one refresh may override (CLI flags, flow pa
     "umap_n_components",
     "umap_n_neighbors",
     "random_state",
+    "behaviour_weight",
 )
 
 
