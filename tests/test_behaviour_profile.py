@@ -131,16 +131,20 @@ def test_a_negative_weight_is_a_one_line_error(workdir):
 
 def split_behaviour(settings) -> list[str]:
     """The stored posts' accounts in two halves: the first posts photos on Mondays at 9:00 and
-    replies to hub_a, the second originals on Saturdays at 20:00 replying to hub_b; returns the
-    first half."""
+    replies to hub_a, the second originals on Saturdays at 20:00 replying to hub_b; each
+    account's posts a week apart in their stored order (its profile chunks, packed oldest first,
+    stay as embedded). Returns the first half."""
     with store.open(settings, "write") as con:
-        posts = store.frame(con, "SELECT platform, post_id, user_id, text FROM posts")
+        posts = store.frame(
+            con, "SELECT platform, post_id, user_id, text, created_at FROM posts"
+        ).sort("user_id", "created_at", "post_id", nulls_last=True)
         accounts = sorted(posts["user_id"].unique())
         first = pl.col("user_id").is_in(accounts[: len(accounts) // 2])
         store.upsert_posts(
             con,
             posts.with_columns(
-                created_at=pl.when(first).then(pl.lit(MONDAY_9)).otherwise(pl.lit(SATURDAY_20)),
+                created_at=pl.when(first).then(pl.lit(MONDAY_9)).otherwise(pl.lit(SATURDAY_20))
+                + pl.duration(weeks=pl.int_range(pl.len()).over("user_id")),
                 kind=pl.when(first).then(pl.lit("photo")).otherwise(pl.lit("original")),
                 reply_to=pl.when(first).then(pl.lit("hub_a")).otherwise(pl.lit("hub_b")),
             ),
@@ -156,13 +160,14 @@ def test_refresh_clusters_on_words_and_behaviour_when_weighted(
     monkeypatch.chdir(tmp_path)
     settings = load_settings(db=tmp_path / "tribes.duckdb")
     first_half = split_behaviour(settings)
-    refresh(db=str(settings.db))  # words only: the profiles stay cached
+    refresh(db=str(settings.db))  # words only
     refresh(db=str(settings.db), options=RefreshOptions(behaviour_weight=0.25))
     profiles = [np.load(path) for path in settings.cache_dir.glob("profile-*.npz")]
-    by_width = {found["signals"].shape[1]: found for found in profiles}
-    assert len(profiles) == 2 and set(by_width) == {0, INTERACTIONS.stop}
-    off, on = by_width[0], by_width[INTERACTIONS.stop]
-    assert np.array_equal(on["profiles"], off["profiles"])  # the words are the same
+    on = next(found for found in profiles if found["signals"].shape[1])
+    words_only = [found for found in profiles if not found["signals"].shape[1]]
+    assert on["signals"].shape == (len(on["profiles"]), INTERACTIONS.stop) and words_only
+    for off in words_only:  # the template's and this database's: the same words
+        assert np.array_equal(on["profiles"], off["profiles"])
     users = pl.read_parquet(next(settings.cache_dir.glob("profile-*.users.parquet")))
     first = users["user_id"].is_in(first_half).to_numpy()
     assert 0 < first.sum() < users.height
