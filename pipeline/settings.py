@@ -152,8 +152,7 @@ class Settings(BaseSettings):
         0.0,
         ge=0.0,
         le=1.0,
-        description="weight of posting rhythm, post kinds and interactions beside the words "
-        "when clustering (0 = words only; measured in bench/quality.py)",
+        description="posting times, post kinds and interactions beside the words (0 = words only)",
     )
     profile_remove_components: int = Field(
         3, ge=0, le=50, description="shared directions projected out by debiased_mean"
