@@ -177,8 +177,11 @@ def test_refresh_clusters_on_words_and_behaviour_when_weighted(
     assert np.allclose(rhythm[~first], [-0.125, 0.125, -0.125, 0.125])
     kinds = on["signals"][:, KINDS][:, [signals.KINDS.index("photo"), 0]]  # photo, original
     assert np.allclose(kinds[first], [0.25 / np.sqrt(2), -0.25 / np.sqrt(2)])
-    replies = on["signals"][:, INTERACTIONS]
+    replies = on["signals"][:, INTERACTIONS]  # replies to the hubs, and the texts' @mentions
     assert np.allclose(np.linalg.norm(replies, axis=1), 0.25)
-    assert np.allclose(replies[first], replies[first][0]) and not np.allclose(
-        replies[0], replies[~first][0]
-    )
+    platform = users["platform"][0]
+    towards_a = np.zeros(signals.INTERACTION_DIMS)  # from replying to hub_b to replying to hub_a
+    for hub, side in (("hub_a", 1), ("hub_b", -1)):
+        bucket = signals.account_bucket(platform, hub)
+        towards_a[abs(bucket) - 1] += side * np.sign(bucket)
+    assert (replies[first] @ towards_a > 0).all() and (replies[~first] @ towards_a < 0).all()
