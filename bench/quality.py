@@ -3,6 +3,11 @@
     .venv/bin/python bench/quality.py                 # every labelled set found
     .venv/bin/python bench/quality.py --sets fb_pages --seeds 1 --no-bertopic
     .venv/bin/python bench/quality.py --protocol      # every set, one summary table
+    .venv/bin/python bench/quality.py --sets sample --behaviour-weight 0.1 0.25
+
+`--behaviour-weight W ...` adds a row per weight: Tribes with `behaviour_weight` W (posting
+rhythm, post kinds and interactions beside the words, pipeline/signals.py). The sets carry what
+their data has: the pages' times and `status_type` (as kinds), the tweets' @mentions (no times).
 
 The protocol (`PROTOCOL`) adds real labelled users of varied shapes cut from the same data:
 ~2,000 / 300 / 30 users, 3 / 9 / 34 labels, short posts (tweets, one or four languages) and long
@@ -45,6 +50,8 @@ from flows.evaluate import (  # noqa: E402
 )
 from flows.vectors import stored_vectors  # noqa: E402
 from pipeline import store  # noqa: E402
+from pipeline.clean import HANDLE  # noqa: E402
+from pipeline.ingest import kind_values  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -59,7 +66,7 @@ def fb_pages(
 ) -> pl.DataFrame:
     """The Facebook pages set: 139 pages, up to 300 posts each."""
     return pl.read_parquet(path).select(
-        "user_id", "post_id", "created_at", "text", pl.col(label_col).alias("label")
+        "user_id", "post_id", "created_at", "text", "status_type", pl.col(label_col).alias("label")
     )
 
 
@@ -91,7 +98,12 @@ def fb_pages_other_posts(per_page: int = 300, min_posts: int = 20) -> pl.DataFra
         .filter(pl.len().over("user_id") >= min_posts)
     )
     return picked.select(
-        "user_id", "post_id", "created_at", "text", pl.col("user_label").alias("label")
+        "user_id",
+        "post_id",
+        "created_at",
+        "text",
+        "status_type",
+        pl.col("user_label").alias("label"),
     )
 
 
@@ -122,7 +134,14 @@ def tweet_users(chunk: int = 20, seed: int = 0, languages: tuple[str, ...] = ())
         for i, piece in enumerate(np.array_split(order, group.height // chunk)):
             owner[piece] = i
         parts.append(group.with_columns(user_id=pl.Series([f"{topic}-{lang}-{i}" for i in owner])))
-    return pl.concat(parts).select("user_id", "post_id", "created_at", "text", "label")
+    return pl.concat(parts).select(
+        "user_id",
+        "post_id",
+        "created_at",
+        "text",
+        pl.lit(None, pl.Utf8).alias("status_type"),
+        "label",
+    )
 
 
 def md5_order(frame: pl.DataFrame, *columns: str) -> pl.Series:
@@ -170,10 +189,11 @@ def page_users(
             pl.col("post_id").first(),
             pl.col("created_at").min(),
             pl.col("text").str.join("\n\n"),
+            pl.col("status_type").first(),
             pl.col(label_col).first().alias("label"),
         )
         .with_columns(user_id=pl.format("{}~{}", "user_id", "member"))
-        .select("user_id", "post_id", "created_at", "text", "label")
+        .select("user_id", "post_id", "created_at", "text", "status_type", "label")
     )
 
 
@@ -209,20 +229,33 @@ def available_sets() -> dict[str, callable]:
     return sets
 
 
+def text_mentions(posts: pl.DataFrame) -> pl.DataFrame:
+    """The accounts each post's text names as @handles (store.MENTIONS; the tweets have some)."""
+    handles = pl.col("text").str.extract_all(HANDLE)
+    names = handles.list.eval(pl.element().str.replace(r"^[^@]*@", "").str.to_lowercase())
+    return (
+        posts.select("platform", "post_id", "user_id", mentioned=names)
+        .explode("mentioned")
+        .drop_nulls("mentioned")
+        .unique(maintain_order=True)
+    )
+
+
 def load_into_db(name: str, posts: pl.DataFrame):
-    """A bench database holding exactly this set's posts (re-runs reuse its embeddings)."""
+    """A bench database holding exactly this set's posts, with their kinds (`status_type`) and
+    mentions (re-runs reuse its embeddings)."""
     settings = load_settings(db=BENCH / name.removesuffix("_fine") / "tribes.duckdb")
     frame = posts.with_columns(
         platform=pl.lit("bench"),
         url=pl.lit(None, pl.Utf8),
-        kind=pl.lit("original"),
+        kind=kind_values(pl.col("status_type")).fill_null("original"),
         created_at=pl.col("created_at").cast(pl.Datetime),
     )
     with store.open(settings, "write") as con:
         con.register("bench_posts", frame)
         con.execute("DELETE FROM posts WHERE post_id NOT IN (SELECT post_id FROM bench_posts)")
         con.unregister("bench_posts")
-        store.upsert_posts(con, frame)
+        store.upsert_posts(con, frame, mentions=text_mentions(frame))
         store.upsert_users(con, frame.group_by("platform", "user_id").agg(pl.col("label").first()))
     return settings
 
@@ -384,10 +417,12 @@ def print_composition(tribes: Scores) -> None:
         )
 
 
-def print_summary(results: dict[str, tuple[int, int, list[Scores]]], seeds: int) -> None:
-    """ONE table: every set × {Tribes, study, plain baseline}, seed-mean ARI / NMI and clusters
-    found vs labels; then the mean over sets and on how many sets Tribes beats each baseline."""
-    methods = ("tribes", "study", "plain")
+def print_summary(
+    results: dict[str, tuple[int, int, list[Scores]]], seeds: int, methods: list[str]
+) -> None:
+    """ONE table: every set × `methods` (Tribes, Tribes + behaviour per weight, study, plain
+    baseline), seed-mean ARI / NMI and clusters found vs labels; then the mean over sets and on
+    how many sets Tribes (words only) beats each other method."""
     print(f"\n## Summary: {seeds}-seed means, {time.strftime('%Y-%m-%d')}\n")
     print(
         "| set | users | labels | "
@@ -399,17 +434,27 @@ def print_summary(results: dict[str, tuple[int, int, list[Scores]]], seeds: int)
         cells = [f"{fmt(r.seed_ari)} | {fmt(r.seed_nmi)} | {r.seed_clusters:.1f}" for r in rows]
         print(f"| {name} | {n_users} | {n_labels} | " + " | ".join(cells) + " |")
     means = [
-        [np.mean([rows[i].seed_ari for _, _, rows in results.values()]) for i in range(3)],
-        [np.mean([rows[i].seed_nmi for _, _, rows in results.values()]) for i in range(3)],
+        [
+            np.mean([rows[i].seed_ari for _, _, rows in results.values()])
+            for i in range(len(methods))
+        ],
+        [
+            np.mean([rows[i].seed_nmi for _, _, rows in results.values()])
+            for i in range(len(methods))
+        ],
     ]
     print(
         f"| **mean of {len(results)} sets** | | | "
-        + " | ".join(f"{means[0][i]:.3f} | {means[1][i]:.3f} | " for i in range(3))
+        + " | ".join(f"{means[0][i]:.3f} | {means[1][i]:.3f} | " for i in range(len(methods)))
         + " |"
     )
     for i, method in enumerate(methods[1:], start=1):
-        wins = sum(rows[0].seed_ari > rows[i].seed_ari for _, _, rows in results.values())
-        print(f"\nTribes beats {method} on {wins} of {len(results)} sets (seed-mean ARI).")
+        if method.startswith("tribes"):  # a behaviour weight: does it beat the words alone?
+            wins = sum(rows[i].seed_ari > rows[0].seed_ari for _, _, rows in results.values())
+            print(f"\n{method} beats words-only Tribes on {wins} of {len(results)} sets (ARI).")
+        else:
+            wins = sum(rows[0].seed_ari > rows[i].seed_ari for _, _, rows in results.values())
+            print(f"\nTribes beats {method} on {wins} of {len(results)} sets (seed-mean ARI).")
 
 
 def main() -> None:
@@ -422,8 +467,22 @@ def main() -> None:
         action="store_true",
         help="every set (the protocol's derived sets too), no BERTopic, one summary table",
     )
+    parser.add_argument(
+        "--behaviour-weight",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="W",
+        help="also run Tribes with these behaviour_weight values (one row each)",
+    )
     args = parser.parse_args()
     args.no_bertopic |= args.protocol
+    methods = [
+        "tribes",
+        *(f"tribes + behaviour {w:g}" for w in args.behaviour_weight),
+        "study",
+        "plain",
+    ]
     print(
         f"# Tribes quality bench — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores"
@@ -438,6 +497,7 @@ def main() -> None:
         labels = pl.DataFrame({"user_id": list(known), "label": list(known.values())})
         seeds = SEEDS[: max(1, args.seeds)]
         rows = [evaluate_tribes(settings, labels, seeds)]
+        rows += [evaluate_tribes(settings, labels, seeds, w) for w in args.behaviour_weight]
         rows.append(evaluate_study(settings, labels, seeds))
         rows.append(evaluate_plain(settings, labels, seeds))
         if not args.no_bertopic:
@@ -452,8 +512,8 @@ def main() -> None:
             time.perf_counter() - started,
         )
         print_language_report(posts, rows[0], known)
-        results[name] = (len(known), len(set(known.values())), rows[:3])
-    print_summary(results, len(seeds))
+        results[name] = (len(known), len(set(known.values())), rows[: len(methods)])
+    print_summary(results, len(seeds), methods)
 
 
 if __name__ == "__main__":

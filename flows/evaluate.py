@@ -159,10 +159,17 @@ def evaluate_plain(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scor
     )
 
 
-def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Scores:
-    """Refresh once per seed (embeddings are reused) and score every run against `known`."""
+def evaluate_tribes(
+    settings: Settings, known: pl.DataFrame, seeds=SEEDS, behaviour_weight: float = 0.0
+) -> Scores:
+    """Refresh once per seed (embeddings are reused) and score every run against `known`;
+    `behaviour_weight`: that of the behaviour signals beside the words (0: words only)."""
     runs = [
-        refresh(db=str(settings.db), options=RefreshOptions(random_state=seed)) for seed in seeds
+        refresh(
+            db=str(settings.db),
+            options=RefreshOptions(random_state=seed, behaviour_weight=behaviour_weight),
+        )
+        for seed in seeds
     ]
     joined = [run_members(settings, r).join(known, on="user_id").sort("user_id") for r in runs]
     first = joined[0]
@@ -173,7 +180,7 @@ def evaluate_tribes(settings: Settings, known: pl.DataFrame, seeds=SEEDS) -> Sco
         names = store.cluster_table(con, runs[0]).select("cluster_id", "label")
     composition = evaluate.cluster_composition(first["label"], first["cluster_id"])
     return Scores(
-        method="tribes",
+        method=f"tribes + behaviour {behaviour_weight:g}" if behaviour_weight else "tribes",
         **headline,
         n_clusters=first["cluster_id"].n_unique(),
         noise_share=float(first["is_outlier"].mean()),

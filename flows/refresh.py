@@ -70,10 +70,17 @@ CLEAN = Stage(  # the companion: the posts of users with too few to cluster
 )
 PEOPLE = Stage("people", ("clean_path", "links"), ("auto_link_min_score",), "parquet")
 EMBED = Stage("embed", ("clean_path", "model"), ("profile_method", "chunk_chars"), "parquet")
-PROFILE = Stage(
+PROFILE = Stage(  # activity_version: "" while behaviour_weight is 0 (the words alone)
     "profile",
-    ("clean_path", "units_path", "model_id", "people_path"),
-    ("profile_method", "chunk_chars", "profile_remove_components", "random_state"),
+    ("clean_path", "units_path", "model_id", "people_path", "activity_version"),
+    (
+        "profile_method",
+        "chunk_chars",
+        "profile_remove_components",
+        "random_state",
+        "behaviour_weight",
+        "timezone",
+    ),
     "npz",
     companion=".users.parquet",
 )
@@ -194,10 +201,17 @@ def load_units(settings: Settings, units_path: str, model_id: str):
 
 @stage_task(PROFILE, retries=1)
 def profile(
-    settings: Settings, out: str, clean_path: str, units_path: str, model_id: str, people_path: str
+    settings: Settings,
+    out: str,
+    clean_path: str,
+    units_path: str,
+    model_id: str,
+    people_path: str,
+    activity_version: str,
 ) -> str:
     """One profile per person, from all posts of their accounts (each person as its first
-    account, with its accounts, row for row, in the companion file)."""
+    account, with its accounts, row for row, in the companion file), and its behaviour signals
+    (pipeline/signals.py; none while behaviour_weight is 0)."""
     if not PROFILE.done(out):
         from pipeline import people as people_step
         from pipeline import profile as profile_step  # scikit-learn: only when computing
@@ -216,17 +230,45 @@ def profile(
             settings.profile_remove_components,
             settings.random_state,
         )
+        signals = person_signals(settings, persons, users)
         write_atomically(PROFILE.companion_of(out), users.write_parquet)
-        write_atomically(Path(out), lambda temp: np.savez(temp, profiles=profiles))
+        write_atomically(Path(out), lambda temp: np.savez(temp, profiles=profiles, signals=signals))
     return out
+
+
+def person_signals(settings: Settings, persons: pl.DataFrame, users: pl.DataFrame) -> np.ndarray:
+    """Each person's behaviour signals (row i: person i), from all posts of their accounts."""
+    from pipeline import people as people_step
+    from pipeline import signals as signals_step  # networkx, scikit-learn: when computing
+
+    if not settings.behaviour_weight:
+        return signals_step.no_signals(users.height)
+    with open_db(settings) as con:
+        activity, mentions = store.read_post_activity(con), store.read_mentions(con)
+    return signals_step.behaviour_signals(
+        people_step.as_persons(activity, persons),
+        people_step.as_persons(mentions, persons),
+        users,
+        settings.timezone,
+        settings.behaviour_weight,
+    )
+
+
+def profile_activity_version(settings: Settings) -> str:
+    """What the profile reads of the activity data: its version, or nothing while
+    behaviour_weight is 0 (new likes or replies then leave the profiles and clusters cached)."""
+    return current_activity_version(settings) if settings.behaviour_weight else ""
 
 
 @stage_task(REDUCE, retries=1)
 def reduce(settings: Settings, out: str, profile_path: str) -> str:
     """The profiles' consensus UMAP spaces and the map's plane."""
     if not REDUCE.done(out):
+        from pipeline.signals import with_behaviour  # scikit-learn: only when computing
+
+        profiles = np.load(profile_path)
         spaces, plane = reduce_step.consensus_spaces(
-            np.load(profile_path)["profiles"],
+            with_behaviour(profiles["profiles"], profiles["signals"]),
             settings.umap_n_components,
             settings.umap_n_neighbors,
             settings.umap_min_dist,
@@ -559,6 +601,7 @@ def refresh_now(settings: Settings, full: bool) -> str:
             units_path=units_path,
             model_id=model.model_id,
             people_path=people_path,
+            activity_version=profile_activity_version(settings),
         )
         reduce_path = run_stage(timings, reduce, settings=settings, profile_path=profile_path)
         cluster_path = run_stage(

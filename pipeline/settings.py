@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         description="chunk_mean: characters of posts per embedded chunk; None = 2,000 for the "
         "default model (no token limit), 4 per token of max_seq_length for others",
     )
+    behaviour_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="posting times, post kinds and interactions beside the words (0 = words only)",
+    )
     profile_remove_components: int = Field(
         3, ge=0, le=50, description="shared directions projected out by debiased_mean"
     )
@@ -303,6 +309,7 @@ REFRESH_OPTIONS = (  # the settings one refresh may override (CLI flags, flow pa
     "umap_n_components",
     "umap_n_neighbors",
     "random_state",
+    "behaviour_weight",
 )
 
 

@@ -20,6 +20,7 @@ BAD = {  # a value each option's setting refuses
     "umap_n_components": 101,
     "umap_n_neighbors": 1,
     "random_state": "seven",
+    "behaviour_weight": -0.1,
 }
 
 
