@@ -427,8 +427,9 @@ def nearest_candidates(
     codes = np.unique(platforms, return_inverse=True)[1]
     centres = cell_centres(vectors, max(1, len(vectors) // cell_size), random_state)
     closeness = vectors @ centres.T
-    members_of = rows_by_value(closeness.argmax(axis=1), len(centres))
-    queries_of = rows_by_value(np.argsort(-closeness, axis=1)[:, :probes], len(centres))
+    nearest_cells = np.argsort(-closeness, axis=1)
+    members_of = rows_by_value(balanced_cells(closeness, nearest_cells), len(centres))
+    queries_of = rows_by_value(nearest_cells[:, :probes], len(centres))
     best = np.full((len(vectors), k), -1)
     best_similarity = np.full((len(vectors), k), -np.inf, dtype=np.float32)
     for cell_members, cell_queries in zip(members_of, queries_of, strict=True):
@@ -441,6 +442,26 @@ def nearest_candidates(
     a, b = np.repeat(np.arange(len(vectors)), k)[found.ravel()], best[found]
     pairs = np.unique(np.minimum(a, b) * len(vectors) + np.maximum(a, b))
     return pairs // len(vectors), pairs % len(vectors)
+
+
+def balanced_cells(closeness: np.ndarray, nearest_cells: np.ndarray) -> np.ndarray:
+    """Each row's cell: its nearest one (`nearest_cells`: cells by `closeness`, per row) that has
+    room, each cell taking at most twice the mean, the closest rows first. A crowded cell would
+    cost its members times the accounts probing it: quadratic where the data crowds."""
+    n_rows, n_cells = closeness.shape
+    room = np.full(n_cells, 2 * -(-n_rows // n_cells))
+    cell = np.full(n_rows, -1)
+    for rank in range(n_cells):
+        waiting = np.flatnonzero(cell < 0)
+        if len(waiting) == 0:
+            break
+        choice = nearest_cells[waiting, rank]
+        ranked = np.lexsort((-closeness[waiting, choice], choice))
+        waiting, choice = waiting[ranked], choice[ranked]
+        placed = np.arange(len(choice)) - np.searchsorted(choice, choice) < room[choice]
+        cell[waiting[placed]] = choice[placed]
+        room -= np.bincount(choice[placed], minlength=n_cells)
+    return cell
 
 
 def rows_by_value(values: np.ndarray, n_values: int) -> list[np.ndarray]:
@@ -480,9 +501,9 @@ def cell_centres(vectors: np.ndarray, n_cells: int, random_state: int) -> np.nda
     if n_cells == 1:
         return normalize(vectors.mean(axis=0, keepdims=True))
     rows = np.random.default_rng(random_state).permutation(len(vectors))[: 50 * n_cells]
-    fitted = KMeans(  # random starts: k-means++ costs cells² and crowds a few cells
-        n_cells, init="random", n_init=1, max_iter=20, random_state=random_state
-    ).fit(vectors[rows])
+    fitted = KMeans(n_cells, n_init=1, max_iter=20, random_state=random_state).fit(
+        vectors[rows].astype(np.float64)  # sklearn's k-means++ is 5x slower on float32
+    )
     return normalize(fitted.cluster_centers_).astype(vectors.dtype)
 
 
