@@ -408,7 +408,7 @@ def blocking_vectors(
     return normalize(np.hstack(parts)).astype(np.float32)
 
 
-BLOCK_CELLS = 4_000_000  # similarities computed at once while finding candidates
+BLOCK_CELLS = 1_000_000  # similarities computed at once while finding candidates (4 MB: cache)
 
 
 def nearest_candidates(
@@ -422,33 +422,75 @@ def nearest_candidates(
     """Pairs (rows a < b) where b is among a's `k` most similar accounts on another platform or
     a among b's. Accounts fall into cells of about `cell_size` similar accounts (k-means); each
     account is compared, by matrix products in blocks, with the accounts of its `probes` nearest
-    cells: exact up to `probes` cells, about linear in the number of accounts beyond."""
+    cells on other platforms: exact up to `probes` cells, about linear in the number of accounts
+    beyond."""
     codes = np.unique(platforms, return_inverse=True)[1]
     centres = cell_centres(vectors, max(1, len(vectors) // cell_size), random_state)
     closeness = vectors @ centres.T
-    cell = closeness.argmax(axis=1)
-    probed = np.argsort(-closeness, axis=1)[:, :probes]
+    nearest_cells = np.argsort(-closeness, axis=1)
+    members_of = rows_by_value(balanced_cells(closeness, nearest_cells), len(centres))
+    queries_of = rows_by_value(nearest_cells[:, :probes], len(centres))
     best = np.full((len(vectors), k), -1)
     best_similarity = np.full((len(vectors), k), -np.inf, dtype=np.float32)
-    for c in range(len(centres)):
-        members = np.flatnonzero(cell == c)
-        queries = np.flatnonzero((probed == c).any(axis=1))
-        if len(members) == 0:
-            continue
-        for block in np.array_split(queries, 1 + len(queries) * len(members) // BLOCK_CELLS):
-            similarity = vectors[block] @ vectors[members].T
-            similarity[codes[block][:, None] == codes[members][None, :]] = -np.inf
-            take = min(k, len(members))
-            local = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
-            ids = np.hstack([best[block], members[local]])
-            scores = np.hstack([best_similarity[block], np.take_along_axis(similarity, local, 1)])
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            best[block] = np.take_along_axis(ids, top, axis=1)
-            best_similarity[block] = np.take_along_axis(scores, top, axis=1)
+    for cell_members, cell_queries in zip(members_of, queries_of, strict=True):
+        for code in np.unique(codes[cell_members]):
+            members = cell_members[codes[cell_members] == code]
+            queries = cell_queries[codes[cell_queries] != code]
+            for block in np.array_split(queries, 1 + len(queries) * len(members) // BLOCK_CELLS):
+                keep_nearest(vectors, block, members, best, best_similarity)
     found = np.isfinite(best_similarity)
     a, b = np.repeat(np.arange(len(vectors)), k)[found.ravel()], best[found]
     pairs = np.unique(np.minimum(a, b) * len(vectors) + np.maximum(a, b))
     return pairs // len(vectors), pairs % len(vectors)
+
+
+def balanced_cells(closeness: np.ndarray, nearest_cells: np.ndarray) -> np.ndarray:
+    """Each row's cell: its nearest one (`nearest_cells`: cells by `closeness`, per row) that has
+    room, each cell taking at most twice the mean, the closest rows first. A crowded cell would
+    cost its members times the accounts probing it: quadratic where the data crowds."""
+    n_rows, n_cells = closeness.shape
+    room = np.full(n_cells, 2 * -(-n_rows // n_cells))
+    cell = np.full(n_rows, -1)
+    for rank in range(n_cells):
+        waiting = np.flatnonzero(cell < 0)
+        if len(waiting) == 0:
+            break
+        choice = nearest_cells[waiting, rank]
+        ranked = np.lexsort((-closeness[waiting, choice], choice))
+        waiting, choice = waiting[ranked], choice[ranked]
+        placed = np.arange(len(choice)) - np.searchsorted(choice, choice) < room[choice]
+        cell[waiting[placed]] = choice[placed]
+        room -= np.bincount(choice[placed], minlength=n_cells)
+    return cell
+
+
+def rows_by_value(values: np.ndarray, n_values: int) -> list[np.ndarray]:
+    """For each value 0..n_values-1, the rows of `values` (one value or a row of distinct values
+    per row) holding it, ascending: one sort instead of a scan of all rows per value."""
+    flat = values.reshape(len(values), -1)
+    order = np.argsort(flat.ravel(), kind="stable")
+    counts = np.bincount(flat.ravel(), minlength=n_values)
+    return np.split(order // flat.shape[1], np.cumsum(counts)[:-1])
+
+
+def keep_nearest(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    members: np.ndarray,
+    best: np.ndarray,
+    best_similarity: np.ndarray,
+) -> None:
+    """Merge each query's most similar `members` into its `best` (ids) and `best_similarity`,
+    in place, keeping the `k` (their width) most similar."""
+    k = best.shape[1]
+    similarity = vectors[queries] @ vectors[members].T
+    take = min(k, len(members))
+    local = np.argpartition(similarity, -take, axis=1)[:, -take:]
+    ids = np.hstack([best[queries], members[local]])
+    scores = np.hstack([best_similarity[queries], np.take_along_axis(similarity, local, 1)])
+    top = np.argpartition(scores, -k, axis=1)[:, -k:]
+    best[queries] = np.take_along_axis(ids, top, axis=1)
+    best_similarity[queries] = np.take_along_axis(scores, top, axis=1)
 
 
 def cell_centres(vectors: np.ndarray, n_cells: int, random_state: int) -> np.ndarray:
@@ -459,11 +501,25 @@ def cell_centres(vectors: np.ndarray, n_cells: int, random_state: int) -> np.nda
     if n_cells == 1:
         return normalize(vectors.mean(axis=0, keepdims=True))
     rows = np.random.default_rng(random_state).permutation(len(vectors))[: 50 * n_cells]
-    fitted = KMeans(n_cells, n_init=1, max_iter=20, random_state=random_state).fit(vectors[rows])
+    fitted = KMeans(n_cells, n_init=1, max_iter=20, random_state=random_state).fit(
+        vectors[rows].astype(np.float64)  # sklearn's k-means++ is 5x slower on float32
+    )
     return normalize(fitted.cluster_centers_).astype(vectors.dtype)
 
 
+PAIR_BLOCK = 16_384  # pairs whose rows are gathered at once: memory stays flat at any size
+
+
 def _row_cosines(left: np.ndarray | sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [
+            _block_cosines(left, a[start : start + PAIR_BLOCK], b[start : start + PAIR_BLOCK])
+            for start in range(0, max(len(a), 1), PAIR_BLOCK)
+        ]
+    )
+
+
+def _block_cosines(left: np.ndarray | sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if sp.issparse(left):
         return np.asarray(left[a].multiply(left[b]).sum(axis=1)).ravel()
     return np.einsum("ij,ij->i", left[a], left[b])
