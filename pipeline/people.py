@@ -567,6 +567,21 @@ def split_in_two(posts: pl.DataFrame, by: str = "alternate") -> pl.DataFrame:
     )
 
 
+CALIBRATION_ACCOUNTS = 5_000  # accounts split to fit the calibration: enough pairs, bounded time
+
+
+def calibration_rows(posts: pl.DataFrame, random_state: int) -> np.ndarray:
+    """Rows of `posts` whose account has 4 or more posts, of at most CALIBRATION_ACCOUNTS such
+    accounts (a random sample where there are more: 100,000 accounts calibrate like 5,000)."""
+    enough = posts.select(pl.len().over(ACCOUNT) >= 4).to_series().to_numpy()
+    accounts = posts.filter(enough).select(ACCOUNT).unique().sort(ACCOUNT)
+    if accounts.height > CALIBRATION_ACCOUNTS:
+        accounts = accounts.sample(CALIBRATION_ACCOUNTS, seed=random_state)
+    marked = accounts.with_columns(kept=pl.lit(True))
+    kept = posts.join(marked, on=ACCOUNT, how="left", maintain_order="left")["kept"]
+    return np.flatnonzero(kept.fill_null(False).to_numpy())
+
+
 def calibrate(
     posts: pl.DataFrame, vectors: np.ndarray, k: int, random_state: int = 42
 ) -> LogisticRegression:
@@ -575,7 +590,7 @@ def calibrate(
     give true pairs; the other accounts each half is compared with give false ones."""
     from sklearn.linear_model import LogisticRegression
 
-    rows = np.flatnonzero(posts.select(pl.len().over(ACCOUNT) >= 4).to_series().to_numpy())
+    rows = calibration_rows(posts, random_state)
     features, labels = [], []
     for by in ("alternate", "time"):
         halves = split_in_two(posts[rows], by)

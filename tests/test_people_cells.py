@@ -5,6 +5,7 @@ accounts)."""
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 from sklearn.preprocessing import normalize
 
 from pipeline import people
@@ -44,3 +45,22 @@ def test_crowded_accounts_fill_capped_cells_and_keep_their_neighbours():
     exact = {(min(i, j), max(i, j)) for i in range(3000) for j in nearest[i]}
     found = set(zip(a.tolist(), b.tolist(), strict=True))
     assert len(found & exact) / len(exact) >= 0.8  # uncapped cells found 0.85 here too
+
+
+def test_calibration_uses_every_account_below_the_cap_and_a_sample_above(monkeypatch):
+    posts = pl.DataFrame(
+        {
+            "platform": ["a"] * 9 + ["b"] * 4 + ["a"] * 5,
+            "user_id": ["x"] * 9 + ["y"] * 4 + ["z"] * 5,
+            "text_clean": [f"post {i}" for i in range(18)],
+        }
+    ).with_row_index("n")
+    posts = posts.filter(pl.col("n") != 12).drop("n")  # y keeps 3 posts: too few to split
+    everyone = people.calibration_rows(posts, random_state=0)
+    assert posts[everyone]["user_id"].unique().sort().to_list() == ["x", "z"]
+    assert len(everyone) == 9 + 5 and (np.diff(everyone) > 0).all()
+
+    monkeypatch.setattr(people, "CALIBRATION_ACCOUNTS", 1)
+    sampled = posts[people.calibration_rows(posts, random_state=0)]
+    assert sampled["user_id"].n_unique() == 1
+    assert sampled.height == {"x": 9, "z": 5}[sampled["user_id"][0]]
