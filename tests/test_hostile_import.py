@@ -284,7 +284,8 @@ def test_posts_and_users_are_written_in_one_transaction(workdir):
         con.execute(
             """CREATE TABLE users (platform VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
             display_name VARCHAR CHECK (display_name <> 'boom'), label VARCHAR, url VARCHAR,
-            description VARCHAR, updated_at TIMESTAMP NOT NULL, PRIMARY KEY (platform, user_id))"""
+            description VARCHAR, updated_at TIMESTAMP NOT NULL, verified_links VARCHAR,
+            PRIMARY KEY (platform, user_id))"""
         )
     path = write_csv(
         workdir / "p.csv", [("ann", 1, "hello", "", "boom")], "user_id,post_id,text,created_at,name"
