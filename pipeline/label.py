@@ -245,7 +245,7 @@ def describe_clusters(
     rows = []
     for cluster_id in range(n_clusters):
         group = named.filter(pl.col("cluster_id") == cluster_id).sort(
-            "probability", descending=True
+            ["probability", "name"], descending=[True, False]
         )
         top = terms.filter(pl.col("cluster_id") == cluster_id).sort("rank")["term"].to_list()
         rows.append(
