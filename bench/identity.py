@@ -171,9 +171,13 @@ def main() -> None:
     for name in args.sets or list(sets):
         settings = load_into_db(name, sets[name]())
         posts, vectors = stored_post_vectors(settings)
-        rows = [{"split": by, **evaluate_split(posts, vectors, by, defaults)} for by in SPLITS]
+        timed = posts["created_at"].is_not_null().any()
+        splits = SPLITS if timed else tuple(by for by in SPLITS if by != "time")
+        rows = [{"split": by, **evaluate_split(posts, vectors, by, defaults)} for by in splits]
         print(f"\n### {name}\n")
         print_table(rows)
+        if not timed:
+            print("\n(no posting times in this set: no split by time)")
 
 
 if __name__ == "__main__":

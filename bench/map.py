@@ -52,8 +52,10 @@ def synthetic_report(n_users: int, n_clusters: int, seed: int = 0) -> report.Rep
             "x": xy[:, 0],
             "y": xy[:, 1],
             "n_posts": 5,
+            "reason": None,
+            "person_id": [f"bench:u{i}" for i in range(n_users)],
         },
-        schema_overrides={"known_label": pl.Utf8},
+        schema_overrides={"known_label": pl.Utf8, "reason": pl.Utf8},
     )
     sizes = members.group_by("cluster_id").len("size").sort("size", descending=True)
     clusters = sizes.with_columns(
