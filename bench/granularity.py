@@ -24,16 +24,27 @@ from flows.evaluate import SEEDS, cleaned_posts  # noqa: E402
 from flows.vectors import stored_vectors  # noqa: E402
 from pipeline import cluster, evaluate, profile, reduce  # noqa: E402
 
-VARIANTS = {"eom+split": ("eom", cluster.MAX_CLUSTER_SHARE), "eom": ("eom", None)}
+VARIANTS = {  # (selection, split share, min_samples as a divisor of the size)
+    "eom+split": ("eom", cluster.MAX_CLUSTER_SHARE, 2),
+    "eom": ("eom", None, 2),
+    "eom samples=size": ("eom", None, 1),
+}
+SIZE_RULES = {  # fixed rules of the users, beside the label-free criteria
+    "users/25": cluster.auto_min_cluster_size,  # Tribes' rule
+    "users/40": lambda n: max(2, n // evaluate.PLAIN_USERS_PER_SIZE),
+    "users^0.7/4": lambda n: max(3, round(0.25 * n**0.7)),  # sublinear: more groups when big
+}
 
 
 SELECTION_SPACES = 3  # spaces the persistence is measured on
 
 
 def size_grid(n_users: int, steps: int = 9) -> list[int]:
-    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users."""
+    """Candidate minimum cluster sizes: geometric from 3 to a quarter of the users, and the
+    sizes of the fixed rules."""
     top = max(4, n_users // 4)
-    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)})
+    fixed = {rule(n_users) for rule in SIZE_RULES.values()}
+    return sorted({int(round(s)) for s in np.geomspace(3, top, steps)} | fixed)
 
 
 def total_persistence(points: np.ndarray, size: int) -> float:
@@ -54,7 +65,7 @@ def profiles_of(settings, method: str) -> tuple[pl.DataFrame, np.ndarray]:
 
 def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int) -> np.ndarray:
     """The consensus UMAP spaces of the profiles (cached per set, method and seed)."""
-    path = BENCH / "granularity" / f"{name}-{method}-{seed}.npy"
+    path = BENCH / "granularity" / f"{name.removesuffix('_fine')}-{method}-{seed}.npy"
     if path.exists():
         return np.load(path)
     spaces, _ = reduce.consensus_spaces(
@@ -81,15 +92,15 @@ def criteria(spaces: list[np.ndarray], runs: list[cluster.Clustering], size: int
     }
 
 
-def probe(settings, name, method, seed, truth) -> list[dict]:
+def probe(settings, name, method, seed, truth, variants=VARIANTS) -> list[dict]:
     """One row per (variant, size): the consensus's scores and the criteria measured."""
     users, profiles = profiles_of(settings, method)
     truth = [truth[u] for u in users["user_id"]]
     spaces = list(spaces_of(settings, name, method, profiles, seed))
     rows = []
-    for variant, (selection, share) in VARIANTS.items():
+    for variant, (selection, share, samples) in variants.items():
         for size in size_grid(len(truth)):
-            params = cluster.HdbscanParams(size, max(2, size // 2), selection, share)
+            params = cluster.HdbscanParams(size, max(2, size // samples), selection, share)
             runs = [cluster.cluster_with(space, params) for space in spaces]
             found = cluster.combine_runs(runs, size).labels
             rows.append(
@@ -101,6 +112,7 @@ def probe(settings, name, method, seed, truth) -> list[dict]:
                     "size": size,
                     **evaluate.agreement(truth, found),
                     "k": len(set(found.tolist())),
+                    "n_users": len(truth),
                     "labels": len(set(truth)),
                     **criteria(spaces, runs, size),
                 }
@@ -109,10 +121,17 @@ def probe(settings, name, method, seed, truth) -> list[dict]:
 
 
 def picks(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per set and variant, the ARI / NMI / clusters at the size each rule picks: the most
-    persistent, the most stable, and the best by the labels (an oracle, for reference)."""
+    """Per set and variant, the ARI / NMI / clusters at the size each rule picks: the fixed
+    rules, the most persistent, the most stable, and the best by the labels (an oracle)."""
     keys = ["set", "method", "seed", "variant"]
     chosen = []
+    users = rows.group_by("set").agg(pl.col("n_users").first())
+    for rule, size_of in SIZE_RULES.items():
+        sizes = users.with_columns(size=pl.col("n_users").map_elements(size_of, pl.Int64))
+        best = rows.join(sizes.select("set", "size"), on=["set", "size"])
+        chosen.append(
+            best.select(*keys, pl.lit(rule).alias("rule"), "size", "ari", "nmi", "k", "labels")
+        )
     for rule, column in (
         ("persistence", "persistence"),
         ("stability", "stability"),
@@ -130,6 +149,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--methods", nargs="*", default=["chunk_mean"])
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", default=str(BENCH / "granularity" / "probe.parquet"))
     args = parser.parse_args()
     sets = available_sets()
@@ -141,12 +161,17 @@ def main() -> None:
         truth = dict(posts.select("user_id", "label").unique().iter_rows())
         for method in args.methods:
             for seed in SEEDS[: args.seeds]:
-                rows += probe(settings, name, method, seed, truth)
+                chosen = {v: VARIANTS[v] for v in args.variants}
+                rows += probe(settings, name, method, seed, truth, chosen)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         pl.DataFrame(rows).write_parquet(args.out)
     table = picks(pl.DataFrame(rows))
     print(table)
-    print(table.group_by("method", "variant", "rule").agg(pl.col("ari", "nmi").mean()).sort("ari"))
+    with pl.Config(tbl_rows=200, tbl_cols=20):
+        overall = table.group_by("method", "variant", "rule").agg(pl.col("ari", "nmi").mean())
+        print(overall.sort("ari"))
+        per_set = table.group_by("set", "method", "variant", "rule").agg(pl.col("ari").mean())
+        print(per_set.pivot(on="set", index=["method", "variant", "rule"], values="ari"))
 
 
 if __name__ == "__main__":
