@@ -382,7 +382,13 @@ def fmt(value, digits=3) -> str:
 
 
 def print_table(
-    name: str, n_users: int, n_posts: int, n_labels: int, rows: list[Scores], seconds: float
+    name: str,
+    n_users: int,
+    n_posts: int,
+    n_labels: int,
+    rows: list[Scores],
+    seconds: float,
+    seeds: int,
 ) -> None:
     print(
         f"\n### {name}: {n_users} users, {n_posts} posts, {n_labels} known labels "
@@ -390,7 +396,7 @@ def print_table(
     )
     print(
         "| method | ARI | NMI | AMI | clusters | noise before reassignment | largest "
-        "| mean ARI, 5 seeds | seed stability | NPMI top-10 | diversity |"
+        f"| mean ARI, {seeds} seeds | seed stability | NPMI top-10 | diversity |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -510,6 +516,7 @@ def main() -> None:
             len(set(known.values())),
             rows,
             time.perf_counter() - started,
+            len(seeds),
         )
         print_language_report(posts, rows[0], known)
         results[name] = (len(known), len(set(known.values())), rows[: len(methods)])
