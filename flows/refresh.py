@@ -79,7 +79,7 @@ PROFILE = Stage(  # activity_version: "" while behaviour_weight is 0 (the words 
         "profile_remove_components",
         "random_state",
         "behaviour_weight",
-        "timezone",
+        "rhythm_timezone",
     ),
     "npz",
     companion=".users.parquet",

@@ -276,6 +276,12 @@ class Settings(BaseSettings):
         return 2000 if self.model in DEFAULT_MODEL_NAMES else 4 * self.max_seq_length
 
     @property
+    def rhythm_timezone(self) -> str | None:
+        """The time zone the profiles read posting rhythm in; None while behaviour_weight is 0
+        (the words alone), so a changed `timezone` then leaves profiles and clusters cached."""
+        return self.timezone if self.behaviour_weight else None
+
+    @property
     def cache_dir(self) -> Path:
         return self.state / "cache"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.cache import CODE_VERSION, STEP_CODE, Stage, artifact_key, code_version
-from flows.refresh import CLUSTER, EMBED, clean
+from flows.refresh import CLUSTER, EMBED, PROFILE, clean
 from pipeline.embed import ModelSpec
 from pipeline.settings import load_settings
 
@@ -51,6 +51,18 @@ def test_artifact_names_follow_the_declared_settings_and_inputs(workdir):
     assert CLUSTER.artifact(settings, inputs | {"reduce_path": "reduce-b.npz"}) != out
     keys = {artifact_key(None, {"out": str(p)}) for p in (out, out.with_name("cluster-b.parquet"))}
     assert len(keys) == 2  # Prefect's key is the artifact's
+
+
+def test_the_time_zone_keys_the_profiles_only_while_behaviour_counts(workdir):
+    inputs = {name: f"{name}-a" for name in PROFILE.inputs}
+
+    def profile_key(**settings):
+        return PROFILE.artifact(load_settings(db=workdir / "tribes.duckdb", **settings), inputs)
+
+    assert profile_key() == profile_key(timezone="Asia/Tokyo")  # words alone: no rhythm read
+    mixed = profile_key(behaviour_weight=0.1)
+    assert mixed != profile_key()
+    assert mixed != profile_key(behaviour_weight=0.1, timezone="Asia/Tokyo")
 
 
 def test_a_model_enters_the_key_by_its_id(workdir):
