@@ -30,9 +30,9 @@ VARIANTS = {  # (selection, split share, min_samples as a divisor of the size)
     "eom samples=size": ("eom", None, 1),
 }
 SIZE_RULES = {  # fixed rules of the users, beside the label-free criteria
-    "users/25": cluster.auto_min_cluster_size,  # Tribes' rule
+    "users/25": lambda n: max(3, round(n / 25)),  # Tribes' rule until 2026-12-02
     "users/40": lambda n: max(2, n // evaluate.PLAIN_USERS_PER_SIZE),
-    "users^0.7/4": lambda n: max(3, round(0.25 * n**0.7)),  # sublinear: more groups when big
+    "users^0.7/4": cluster.auto_min_cluster_size,  # Tribes' rule: more groups when big
 }
 
 

@@ -80,9 +80,10 @@ def test_tribes_beats_the_study_on_real_labelled_pages(make_settings):
     seeds = (42, 0, 1)
     tribes = evaluate_tribes(settings, known, seeds)
     study = evaluate_study(settings, known, seeds)
-    # measured (bench/quality.py, 5 seeds): Tribes mean ARI 0.366, NMI 0.612; the study 0.319, 0.482
-    assert tribes.seed_ari > study.seed_ari + 0.03, (tribes, study)
-    assert tribes.nmi > study.nmi + 0.05, (tribes, study)
+    # measured (bench/quality.py --protocol, 5 seeds, 2026-12-02): Tribes mean ARI 0.334, NMI
+    # 0.572; the study 0.314, 0.515 (the size rule, chosen on all 14 sets, costs this set 0.02)
+    assert tribes.seed_ari > study.seed_ari, (tribes, study)
+    assert tribes.nmi > study.nmi + 0.03, (tribes, study)
     assert tribes.n_clusters >= 5 and tribes.largest < 0.5 * known.height
 
 
