@@ -111,9 +111,9 @@ def test_representative_posts_and_reasons_are_cut_at_words(rerun: Path) -> None:
     stored = {" ".join(clean_text(t).split()) for t in texts}
     cut = [p for p in posts if p.endswith("…")]
     assert cut and reasons, "the sample has long representative posts and recommendations"
-    for post in cut:
+    for post in cut:  # a post, or a piece of one over the chunk size (pipeline.clean.pieces)
         kept = post[:-1]
-        assert any(t.startswith(kept + " ") for t in stored), post  # ends before a space
+        assert any(kept + " " in t for t in stored), post  # ends before a space
     assert not any('""' in r for r in reasons)
 
 
