@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,31 +20,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import CacheKeyFnPolicy
 
-import pipeline
 from flows.files import unreadable
+from flows.inputs import CODE_VERSION
 from pipeline.embed import ModelSpec
 from pipeline.settings import Settings
-
-STEP_CODE = (  # what the stages run: the pipeline package (code, word lists, templates, model
-    Path(pipeline.__file__).parent,  # metadata) and the stage tasks
-    Path(__file__).with_name("refresh.py"),
-)
-
-
-def code_version(sources: Iterable[Path]) -> str:
-    """A digest of every file under `sources` (folders or files), names and bytes: a changed
-    step, word list or template never reuses old cached results."""
-    digest = hashlib.sha256()
-    for source in sources:
-        files = sorted(source.rglob("*")) if source.is_dir() else [source]
-        for path in files:
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(path.relative_to(source.parent).as_posix().encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-CODE_VERSION = code_version(STEP_CODE)
 
 
 def key_value(value: Any) -> Any:

@@ -48,6 +48,11 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def say(line: str) -> None:
+    """One line of plain output (never highlighted, never cut: paths and ids stay copyable)."""
+    console.print(line, highlight=False, soft_wrap=True)
+
+
 def warn(message: str) -> None:
     errors.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
@@ -232,7 +237,7 @@ def import_command(
             config, str(file), platform, columns.mapped(maps or []), fmt, encoding, person_col
         )
     )
-    console.print(f"{file.name}: {report.summary()}", highlight=False, soft_wrap=True)
+    say(f"{file.name}: {report.summary()}")
     if report.inserted:
         assign_after(config)
 
@@ -244,7 +249,7 @@ def assign() -> None:
     from flows.assign import assign_new_accounts
 
     done = run_guarded(lambda: assign_new_accounts(settings()))
-    console.print(done.summary(), highlight=False, soft_wrap=True)
+    say(done.summary())
     if done.members.height:
         view = Table(title=f"Provisional clusters (run {done.run_id})")
         for column in ("account", "cluster", "probability"):
@@ -274,7 +279,7 @@ def assign_after(config: Settings) -> None:
     except (store.StoreError, ModelError, ValueError) as exc:
         warn(f"no provisional clusters: {str(exc).splitlines()[0]}")
         return
-    console.print(done.summary(), highlight=False, soft_wrap=True)
+    say(done.summary())
 
 
 def option_flags() -> list[inspect.Parameter]:
@@ -319,18 +324,46 @@ def with_option_flags(command: Callable[..., None]) -> Callable[..., None]:
 def refresh(
     options: RefreshOptions,
     full: Annotated[bool, typer.Option(help="ignore every cache")] = False,
+    force: Annotated[
+        bool, typer.Option(help="store a new run even when nothing changed since the last one")
+    ] = False,
 ) -> None:
-    """Embed new posts and re-cluster every user; stores a new run."""
+    """Embed new posts and re-cluster every user; stores a new run (unless nothing changed)."""
     config = options.apply(loaded())
     check_refresh(config)
+    if not (full or force) and (same := unchanged_since(config)):
+        show_clusters(config, same)
+        say(
+            f"nothing changed since run {same} (same posts, accounts, links, products, settings, "
+            "model and code): no new run; --force stores one"
+        )
+        say(f"report: {report_page(config, same)}")
+        return
     from flows.refresh import refresh as refresh_flow
 
     run_id = run_guarded(lambda: refresh_flow(db=str(config.db), options=options, full=full))
     show_clusters(config, run_id)
     show_refresh_time(config, run_id)
-    page = config.reports_dir / run_id / "report.html"
-    if page.exists():
-        console.print(f"report: {page.resolve()}", highlight=False, soft_wrap=True)
+    if report_page(config, run_id).exists():
+        say(f"report: {report_page(config, run_id)}")
+
+
+def report_page(config: Settings, run_id: str) -> Path:
+    return (config.reports_dir / run_id / "report.html").resolve()
+
+
+def unchanged_since(config: Settings) -> str | None:
+    """The latest run, when it read exactly what a refresh now would (flows/inputs.py) and its
+    report is there; found without starting Prefect."""
+    from flows.inputs import run_inputs
+    from pipeline import store
+
+    def latest_same() -> str | None:
+        with store.open(config) as con:
+            return store.unchanged_run(con, run_inputs(config, con))
+
+    same = run_guarded(latest_same)
+    return same if same and report_page(config, same).exists() else None
 
 
 def show_refresh_time(config: Settings, run_id: str) -> None:
@@ -342,7 +375,7 @@ def show_refresh_time(config: Settings, run_id: str) -> None:
             return store.run_info(con, run_id)
 
     took = refresh_time(run_guarded(read))
-    console.print(f"run {run_id}: refresh time {took}", highlight=False, soft_wrap=True)
+    say(f"run {run_id}: refresh time {took}")
 
 
 def check_refresh(config: Settings) -> None:
@@ -421,7 +454,7 @@ def show_clusters(config: Settings, run_id: str | None, level: str = "fine") -> 
         )
     console.print(view)
     for line in left_out_lines(left_out, config.min_posts_per_user):
-        console.print(line, highlight=False, soft_wrap=True)
+        say(line)
 
 
 def relatives(row: dict, level: str) -> str:
@@ -656,7 +689,7 @@ def report_command(
 
     config = settings()
     page = run_guarded(lambda: write_report(config, run, out))
-    console.print(f"report: {page}", highlight=False, soft_wrap=True)
+    say(f"report: {page}")
 
 
 @app.command()
@@ -671,7 +704,7 @@ def export(
 
     config = settings()
     for path in run_guarded(lambda: export_run(config, run, fmt, out)):
-        console.print(str(path), highlight=False, soft_wrap=True)
+        say(str(path))
 
 
 @app.command()
@@ -732,7 +765,7 @@ def crawl(
             row.reason or "",
         )
     console.print(view)
-    console.print(summary.line(), highlight=False, soft_wrap=True)
+    say(summary.line())
     if summary.accounts and all(row.errors for row in summary.accounts):
         raise fail(f"every account failed (reasons above; log: {summary.log})")
     if summary.total("new"):
@@ -827,7 +860,7 @@ def demo() -> None:
         "with the Scrapy spider from a Mastodon-style server on 127.0.0.1"
     )
     summary = run_guarded(lambda: collect_demo_sample(settings()))
-    console.print(summary.line(), highlight=False, soft_wrap=True)
+    say(summary.line())
     products_import(PRODUCTS)
     refresh()
 

@@ -30,6 +30,7 @@ from flows import lifetime
 from flows.artifacts import show_in_ui
 from flows.cache import Stage
 from flows.files import write_atomically
+from flows.inputs import run_inputs
 from flows.insight import insight
 from flows.notify import notify_failure
 from flows.retention import keep_latest_runs
@@ -133,7 +134,8 @@ def begin_run(settings: Settings) -> tuple[str, str]:
         if version.startswith("0-"):
             raise ValueError(f"database {settings.db} holds no posts: run `tribes import` first")
         store.abandon_stale(con)
-        return store.start_run(con, settings.analysis_fingerprint(), version), version
+        inputs = run_inputs(settings, con)
+        return store.start_run(con, settings.analysis_fingerprint(), version, inputs), version
 
 
 @stage_task(CLEAN, retries=2, retry_delay_seconds=2)

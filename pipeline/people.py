@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
-if TYPE_CHECKING:  # sklearn loads in the steps that use it: `tribes crawl` needs none of them
+if TYPE_CHECKING:  # scipy and sklearn load in the steps that use them: a crawl needs neither
+    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
 ACCOUNT = ["platform", "user_id"]
@@ -97,6 +96,9 @@ def person_of(accounts: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
     """Each account of `accounts` (platform, user_id) with its `person_id`: accounts that share a
     link group of `links` (person_id, platform, user_id) are one person, named by the smallest
     `platform:user_id` among them (accounts of `links` not in `accounts` still join people)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
     keys = pl.concat([accounts.select(ACCOUNT), links.select(ACCOUNT)]).unique().sort(ACCOUNT)
     keyed = keys.with_columns(key=pl.col("platform") + ":" + pl.col("user_id")).with_row_index()
     groups = links.select("person_id").unique().sort("person_id").with_row_index("group")
@@ -520,7 +522,7 @@ def _row_cosines(left: np.ndarray | sp.csr_matrix, a: np.ndarray, b: np.ndarray)
 
 
 def _block_cosines(left: np.ndarray | sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if sp.issparse(left):
+    if not isinstance(left, np.ndarray):  # a scipy sparse matrix
         return np.asarray(left[a].multiply(left[b]).sum(axis=1)).ravel()
     return np.einsum("ij,ij->i", left[a], left[b])
 

@@ -171,6 +171,9 @@ MIGRATIONS: list[list[str]] = [
     # verified profile links: the links a platform says it verified (Mastodon's rel=me fields),
     # as JSON [{"url", "verified_at"}], read by people.verified_links
     ["ALTER TABLE users ADD COLUMN verified_links VARCHAR"],
+    # what a run read (code, settings, model, stored data: flows/inputs.py), so an unchanged
+    # `tribes refresh` is recognised without starting Prefect
+    ["ALTER TABLE runs ADD COLUMN inputs VARCHAR"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -782,15 +785,37 @@ def load_embeddings(con: duckdb.DuckDBPyConnection, model_id: str, hashes: list[
 # ---------------------------------------------------------------- runs and results
 
 
-def start_run(con: duckdb.DuckDBPyConnection, settings: dict, version: str) -> str:
-    """Record a run as running by this process (see `abandon_stale`); returns its id."""
+def start_run(
+    con: duckdb.DuckDBPyConnection, settings: dict, version: str, inputs: str | None = None
+) -> str:
+    """Record a run as running by this process (see `abandon_stale`), with the digest of what
+    it reads (`inputs`); returns its id."""
     run_id = f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     con.execute(
-        "INSERT INTO runs (run_id, started_at, status, data_version, settings, host, pid) "
-        "VALUES (?, ?, 'running', ?, ?, ?, ?)",
-        [run_id, now(), version, json.dumps(settings), socket.gethostname(), os.getpid()],
+        "INSERT INTO runs (run_id, started_at, status, data_version, settings, host, pid, inputs) "
+        "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+        [run_id, now(), version, json.dumps(settings), socket.gethostname(), os.getpid(), inputs],
     )
     return run_id
+
+
+def stored_inputs_version(con: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of everything stored that a refresh reads: the posts' texts and activity,
+    the accounts, the people links and the products."""
+    users, products = con.execute(
+        """SELECT (SELECT count(*) || '-' || coalesce(bit_xor(hash(platform, user_id,
+                display_name, label, url, description, verified_links)), 0) FROM users),
+            (SELECT count(*) || '-' || coalesce(bit_xor(hash(product_id, name, description,
+                category, url)), 0) FROM products)"""
+    ).fetchall()[0]
+    return "/".join((data_version(con), activity_version(con), links_version(con), users, products))
+
+
+def unchanged_run(con: duckdb.DuckDBPyConnection, inputs: str) -> str | None:
+    """The latest completed run when it read exactly `inputs` (nothing changed since), else
+    None."""
+    rows = con.execute("SELECT run_id, inputs FROM latest_run").fetchall()
+    return rows[0][0] if rows and rows[0][1] == inputs else None
 
 
 BEHAVIOUR_TABLES = (  # pipeline/behaviour.describe_behaviour's tables, written at publish

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.cache import CODE_VERSION, STEP_CODE, Stage, artifact_key, code_version
+from flows import inputs
+from flows.cache import Stage, artifact_key
+from flows.inputs import CODE_VERSION, STEP_CODE, code_version, run_inputs
 from flows.refresh import CLUSTER, EMBED, PROFILE, clean
+from pipeline import store
 from pipeline.embed import ModelSpec
 from pipeline.settings import load_settings
 
@@ -37,6 +40,25 @@ def test_the_code_version_is_the_pipelines_files_and_the_stage_tasks(step_code):
     assert code_version([step_code]) == before  # compiled files are not sources
     (step_code / "stopwords.txt").rename(step_code / "stop_words.txt")
     assert code_version([step_code]) != before  # a renamed file is another file
+
+
+def test_a_runs_inputs_follow_its_code_result_settings_and_data_not_housekeeping(
+    workdir, step_code, monkeypatch
+):
+    settings = load_settings(db=workdir / "tribes.duckdb")
+    with store.open(settings, "write") as con:
+        before = run_inputs(settings, con)
+        housekeeping = load_settings(db=settings.db, keep_runs=3, lock_wait_seconds=1)
+        assert run_inputs(housekeeping, con) == before
+        assert run_inputs(load_settings(db=settings.db, min_cluster_size=7), con) != before
+        assert run_inputs(load_settings(db=settings.db, top_terms=3), con) != before
+        monkeypatch.setattr(inputs, "RUN_CODE", (step_code,))
+        ours = run_inputs(settings, con)
+        with (step_code / "report.html.j2").open("a", encoding="utf-8") as edited:
+            edited.write("\n")
+        assert run_inputs(settings, con) != ours
+        con.execute("INSERT INTO users (platform, user_id, updated_at) VALUES ('x', 'u', now())")
+        assert run_inputs(settings, con) not in (before, ours)
 
 
 def test_artifact_names_follow_the_declared_settings_and_inputs(workdir):

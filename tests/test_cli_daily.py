@@ -360,10 +360,19 @@ def test_plain_output_is_the_final_lines_only(rerun: Path, workdir: Path) -> Non
     imported = cli(db, "import", str(SAMPLE), "--platform", "facebook")
     assert imported.stderr == ""
     assert imported.stdout.startswith("fb_pages_sample.parquet: 4165 rows:")
-    refreshed = cli(db, "refresh")
+    before = runs(db)
+    unchanged = cli(db, "refresh")  # the same posts again: nothing changed, no new run
+    assert unchanged.stderr == ""
+    latest = before[-1]["run_id"]
+    assert f"Interest clusters of run {latest}" in unchanged.stdout
+    assert f"nothing changed since run {latest} (" in unchanged.stdout
+    assert f"report: {db.parent.resolve() / 'reports' / latest / 'report.html'}" in unchanged.stdout
+    assert runs(db) == before
+    refreshed = cli(db, "refresh", "--force")
     assert not INFO_LINE.search(refreshed.stderr), refreshed.stderr
     assert not any(stage in refreshed.stderr for stage in ("embed", "cached", "✓"))
     run_id = runs(db)[-1]["run_id"]
+    assert run_id != latest and len(runs(db)) == len(before) + 1
     assert f"Interest clusters of run {run_id}" in refreshed.stdout
     assert f"run {run_id}: refresh time " in refreshed.stdout
     assert "(cached; first computed in" in refreshed.stdout
@@ -376,7 +385,7 @@ def test_forced_progress_and_verbose_show_bars_and_prefect_lines(
     imported = cli(db, "--progress", "import", str(SAMPLE), "--platform", "facebook")
     assert "importing fb_pages_sample.parquet" in imported.stderr
     assert "4165/4165" in imported.stderr
-    refreshed = cli(db, "--progress", "-v", "refresh")
+    refreshed = cli(db, "--progress", "-v", "refresh", "--force")
     assert INFO_LINE.search(refreshed.stderr), refreshed.stderr[-2000:]
     for stage in STAGES:
         assert re.search(rf"✓ {stage} .*cached", refreshed.stderr), stage

@@ -115,7 +115,8 @@ def test_embeddings_round_trip_and_missing(tmp_path):
             store.load_embeddings(con, "m", ["h4"])
 
 
-def test_failed_run_leaves_previous_results(tmp_path):
+def one_cluster_results() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """A run's smallest results: one user in one cluster with one term."""
     members = pl.DataFrame(
         {
             "platform": ["x"],
@@ -139,6 +140,11 @@ def test_failed_run_leaves_previous_results(tmp_path):
         }
     )
     terms = pl.DataFrame({"cluster_id": [0], "term": ["a"], "weight": [1.0], "rank": [1]})
+    return members, clusters, terms
+
+
+def test_failed_run_leaves_previous_results(tmp_path):
+    members, clusters, terms = one_cluster_results()
     with store.open(tmp_path / "t.duckdb", "write") as con:
         good = store.start_run(con, {}, "v1")
         store.complete_run(con, good, members, clusters, terms, {"clean": 0.1}, 1)
@@ -151,6 +157,70 @@ def test_failed_run_leaves_previous_results(tmp_path):
         assert store.scalar(con, "SELECT count(*) FROM user_clusters WHERE run_id = ?", [bad]) == 0
         statuses = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
     assert statuses == {good: "completed", bad: "failed"}
+
+
+def test_stored_inputs_follow_what_a_refresh_reads_and_not_the_runs(tmp_path):
+    with store.open(tmp_path / "t.duckdb", "write") as con:
+        store.upsert_posts(con, posts(["1", "2"], ["a", "b"]))
+        con.execute("INSERT INTO users (platform, user_id, updated_at) VALUES ('x', 'u1', now())")
+        seen = [store.stored_inputs_version(con)]
+        run_id = store.start_run(con, {}, store.data_version(con), seen[0])
+        store.complete_run(con, run_id, *one_cluster_results(), {"clean": 0.1}, 2)
+        assert store.stored_inputs_version(con) == seen[0]  # a run's own rows are not inputs
+        changes = (
+            lambda: store.upsert_posts(con, posts(["3"], ["c"])),
+            lambda: con.execute("UPDATE posts SET likes = 4 WHERE post_id = '1'"),
+            lambda: con.execute("UPDATE users SET description = 'new bio'"),
+            lambda: store.save_links(
+                con,
+                pl.DataFrame(
+                    {
+                        "person_id": "p1",
+                        "platform": ["x", "y"],
+                        "user_id": ["u1", "u9"],
+                        "how": "declared",
+                        "score": None,
+                        "evidence": None,
+                    },
+                    schema_overrides={"score": pl.Float64, "evidence": pl.Utf8},
+                ),
+            ),
+            lambda: store.replace_products(
+                con,
+                pl.DataFrame(
+                    {
+                        "product_id": ["b1"],
+                        "name": ["Boots"],
+                        "description": ["for hiking"],
+                        "category": ["outdoor"],
+                        "url": [None],
+                    },
+                    schema_overrides={"url": pl.Utf8},
+                ),
+            ),
+        )
+        for change in changes:
+            change()
+            seen.append(store.stored_inputs_version(con))
+    assert len(set(seen)) == len(seen)  # each change is seen
+
+
+def test_unchanged_run_is_the_latest_completed_run_with_the_same_inputs(tmp_path):
+    results = one_cluster_results()
+    with store.open(tmp_path / "t.duckdb", "write") as con:
+        assert store.unchanged_run(con, "in1") is None  # no run yet
+        first = store.start_run(con, {}, "v1", "in1")
+        assert store.unchanged_run(con, "in1") is None  # still running
+        store.complete_run(con, first, *results, {}, 1)
+        assert store.unchanged_run(con, "in1") == first
+        assert store.unchanged_run(con, "in2") is None
+        failed = store.start_run(con, {}, "v1", "in2")
+        store.fail_run(con, failed, "boom")
+        assert store.unchanged_run(con, "in1") == first  # a failed run publishes nothing
+        second = store.start_run(con, {}, "v2", "in2")
+        store.complete_run(con, second, *results, {}, 1)
+        assert store.unchanged_run(con, "in1") is None  # the latest results read other inputs
+        assert store.unchanged_run(con, "in2") == second
 
 
 def hold_lock(path, ready, release):
