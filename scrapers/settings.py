@@ -23,7 +23,11 @@ CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
 DOWNLOAD_TIMEOUT = 30
 COOKIES_ENABLED = False
+# no doors into the crawler: Scrapy's telnet console, and its remote control (on by default
+# since Scrapy 2.19: a localhost HTTP server that runs Python code sent to it, its token in a
+# job file under the user's state folder, left there when a crawl is killed)
 TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
 
 # retries: 429 waits for Retry-After, 5xx and network errors back off exponentially
 RETRY_ENABLED = True

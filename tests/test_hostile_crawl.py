@@ -12,15 +12,17 @@ import html
 import json
 import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 import yaml
-from test_crawl import FAST
+from test_crawl import FAST, first_users
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -189,6 +191,36 @@ def test_hostile_links_and_redirects_are_refused_and_nothing_local_is_stored(wor
 
 
 # ------------------------------------------------------------------ 4. handles are validated
+
+
+def test_a_crawl_opens_no_door_and_leaves_no_file_behind(workdir):
+    """No listening socket in the crawl process (Scrapy's remote control would run any Python
+    code sent to it) and no job file in the user's state folder, even after kill -9."""
+    sample = pl.read_parquet(ROOT / "data" / "sample" / "fb_pages_sample.parquet")
+    state = workdir / "state"
+    with LocalPlatforms(first_users(sample, 3), page_cap=5, delay=0.05) as server:
+        path = workdir / "sources.yaml"
+        path.write_text(yaml.safe_dump({"sources": [server.source("mastodon", "m")]}))
+        command = crawl_command(
+            workdir / "t.duckdb", path, workdir / "r.json", None, None, None, QUICK
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(state)}
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, env=env
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(server.requests_to("/api/v1/accounts/")) < 5:
+                assert process.poll() is None and time.monotonic() < deadline, "crawl ended"
+                time.sleep(0.05)
+            listening = [
+                c for c in psutil.Process(process.pid).net_connections() if c.status == "LISTEN"
+            ]
+        finally:
+            process.kill()
+            process.wait()
+    assert listening == []
+    assert not (state / "scrapy").exists(), sorted(state.rglob("*"))
 
 
 @pytest.mark.parametrize(
