@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -164,16 +165,32 @@ def deploy_all(env: Mapping[str, str]) -> str:
     return output
 
 
+BUSY = {502, 503, 504}  # the server is busy (e.g. its SQLite database locked): ask again...
+BUSY_WAITS = (1, 2, 4, 8)  # ...after these seconds (Prefect's own client retries these too)
+
+
 def api(api_url: str, method: str, path: str, body: object) -> object:
-    """One JSON request to the Prefect API; returns the decoded answer (None when empty)."""
+    """One JSON request to the Prefect API, asked again while the server answers busy; returns
+    the decoded answer (None when empty)."""
     request = urllib.request.Request(
         f"{api_url}{path}",
         data=json.dumps(body).encode(),
         method=method,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        text = answer.read()
+    for wait in BUSY_WAITS:
+        try:
+            return answer(request)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in BUSY:
+                raise
+            time.sleep(wait)
+    return answer(request)
+
+
+def answer(request: urllib.request.Request) -> object:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read()
     return json.loads(text) if text else None
 
 

@@ -1,5 +1,6 @@
 """`tribes` commands find the Prefect server `make serve` announced in their Prefect home (a real
-local HTTP server answering /health stands in for it), and ignore a stale announcement."""
+local HTTP server answering /health stands in for it), and ignore a stale announcement;
+`make serve`'s own API calls ask again while the server answers busy."""
 
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ from flows.cli import use_running_server
 
 @pytest.fixture
 def api() -> Iterator[str]:
-    """An HTTP server whose /api/health answers 200, as a Prefect server's does."""
+    """An HTTP server whose /api/health answers 200, as a Prefect server's does; a POST to
+    /api/busy is answered 503 twice, then 200."""
+    posts: list[str] = []
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self.send_response(200 if self.path == "/api/health" else 404)
             self.end_headers()
             self.wfile.write(b"true")
+
+        def do_POST(self) -> None:  # noqa: N802
+            posts.append(self.path)
+            busy = self.path == "/api/busy" and posts.count(self.path) <= 2
+            self.send_response(503 if busy else 200 if self.path == "/api/busy" else 404)
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}')
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
@@ -58,3 +68,12 @@ def test_an_announced_live_server_is_used_and_a_stale_one_is_not(
     assert "PREFECT_API_URL" not in os.environ  # Prefect starts its temporary server as before
     serve.announce(tmp_path, "file:///etc/passwd")
     assert serve.running_server(tmp_path) is None
+
+
+def test_make_serves_api_calls_ask_again_while_the_server_is_busy(api, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setattr(serve, "BUSY_WAITS", (0, 0, 0, 0))
+    assert serve.api(api, "POST", "/busy", {}) == {"ok": True}  # after two 503s
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # other errors are raised
+        serve.api(api, "POST", "/missing", {})
