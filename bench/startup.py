@@ -1,5 +1,6 @@
 """Start-up cost of `tribes crawl` and of an unchanged `tribes refresh`, with Prefect's temporary
-server (the baseline: PREFECT_API_URL unset) and with a running Prefect server.
+server (the baseline: PREFECT_API_URL unset), with a running Prefect server, and with that server
+and the warm crawl service, as `make serve` runs them (flows/warm.py).
 
     .venv/bin/python bench/startup.py [--repeat 3] [--pages 40] [--posts-per-page 8] [--reuse]
         [--no-baseline]
@@ -10,8 +11,9 @@ Mastodon account on 127.0.0.1 and crawls it once. Then it times, through the rea
 subprocess, a crawl that finds nothing new (overhead = wall time minus the spider's own time), an
 unchanged refresh (nothing changed since the last run: no Prefect, no new run) and a forced one
 (`--force`: a new run, every stage cached), each `--repeat` times per mode. The running server is
-`prefect server start` on a free port, stopped at the end. Targets with a server running: crawl
-overhead <= 3 s, unchanged refresh <= 5 s.
+`prefect server start` on a free port and the warm crawl service `python -m flows.warm`, both
+stopped at the end. Targets with a server running: crawl overhead <= 3 s, unchanged refresh
+<= 5 s.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows import serve  # noqa: E402
+from flows import serve, warm  # noqa: E402
 from scrapers.localserver import LocalPlatforms  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
@@ -117,6 +119,21 @@ def measure(folder: Path, env: dict[str, str], sources: Path, repeat: int) -> di
     return times
 
 
+def with_warm_crawls(home: Path, port: int, action):
+    """Run `action` while the warm crawl service `make serve` starts runs for this home."""
+    with (home / "warm.log").open("w") as log:
+        service = serve.start_warm_crawls(serve.prefect_env(home, port), home, log)
+        try:
+            deadline = time.monotonic() + 120
+            while not warm.answering(home):
+                if service.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the warm crawl service did not start: {home / 'warm.log'}")
+                time.sleep(0.2)
+            return action()
+        finally:
+            serve.stop(service)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -158,6 +175,10 @@ def main() -> None:
                 running = {**env, "PREFECT_API_URL": api_url}
                 print("running server:", flush=True)
                 results["running server"] = measure(folder, running, sources, args.repeat)
+                print("running server and warm crawl service (make serve):", flush=True)
+                results["make serve (+ warm crawls)"] = with_warm_crawls(
+                    home, port, lambda: measure(folder, running, sources, args.repeat)
+                )
             finally:
                 serve.stop(server)
     floor = statistics.median(tribes(folder, env, "--help")[0] for _ in range(args.repeat))

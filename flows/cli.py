@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -37,9 +38,15 @@ PRODUCTS = SAMPLE.with_name("products.csv")  # project-authored demo catalogue, 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
 )
-# Both consoles strip control characters: crawled text cannot drive the terminal.
-console = SafeConsole(markup=False)  # crawled names may hold [brackets]: never markup
-errors = SafeConsole(stderr=True)
+
+
+def new_consoles() -> tuple[SafeConsole, SafeConsole]:
+    """Output and error consoles on the current stdout and stderr. Both strip control
+    characters: crawled text cannot drive the terminal."""
+    return SafeConsole(markup=False), SafeConsole(stderr=True)  # names may hold [brackets]
+
+
+console, errors = new_consoles()
 state: dict[str, object] = {}
 
 
@@ -192,6 +199,11 @@ def main(
     stop_on_signals()  # Ctrl-C and SIGTERM stop any command within seconds
     prefect_console(verbose)
     state["db"] = db
+    state["options"] = [  # as given: what the crawl service runs (flows/warm.py)
+        *(["--db", str(db)] if db else []),
+        *(["-v"] if verbose else []),
+        *([] if bars is None else ["--progress" if bars else "--no-progress"]),
+    ]
     state["settings"] = settings()
     prepare(loaded())
     show_progress(ctx, bars)
@@ -707,6 +719,39 @@ def export(
         say(str(path))
 
 
+def run_in_warm_service(command: list[str]) -> None:
+    """When `make serve`'s warm crawl service runs for this Prefect home, let it run `command`
+    on this terminal and exit with its status (flows/warm.py: seconds saved)."""
+    from flows import warm
+
+    status = warm.forward(Path(os.environ["PREFECT_HOME"]), [*state["options"], *command])
+    if status is not None:
+        raise typer.Exit(status)
+
+
+@app.command("crawl-service", hidden=True)
+def crawl_service(
+    home: Annotated[Path, typer.Argument(help="the Prefect home it serves")],
+) -> None:
+    """The warm crawl service `make serve` starts (flows/warm.py); runs until Ctrl-C."""
+    from flows import warm
+
+    with contextlib.suppress(KeyboardInterrupt):
+        warm.serve(home, run_in_child)
+
+
+def run_in_child(argv: list[str]) -> int:
+    """A `tribes` command line run in a warm service child, on its caller's terminal (its size
+    and colours: fresh consoles); returns the exit status."""
+    global console, errors
+    console, errors = new_consoles()
+    try:
+        app(argv, prog_name="tribes")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
 @app.command()
 def crawl(
     sources: Annotated[Path | None, typer.Option(help="default sources.yaml")] = None,
@@ -719,6 +764,13 @@ def crawl(
     """Collect new public posts of the accounts in sources.yaml (incremental and polite)."""
     from datetime import date
 
+    given = {
+        "--sources": sources,
+        "--source": source,
+        "--max-posts-per-user": max_posts_per_user,
+        "--since": since,
+    }
+    run_in_warm_service(["crawl", *(str(x) for o in given.items() if o[1] is not None for x in o)])
     from flows.crawl import CrawlError
     from flows.crawl import crawl as crawl_flow
     from scrapers.sources import load_sources

@@ -33,6 +33,7 @@ from scrapers.sources import DECLARED, SourcesFile, load_sources
 lifetime.tie_temporary_server()
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_SPIDERS = [sys.executable, "-m", "scrapers.run"]  # the crawl subprocess, before its arguments
 SAMPLE = ROOT / "data" / "sample" / "fb_pages_sample.parquet"
 # Our own server on 127.0.0.1 needs no politeness delays.
 LOCAL_SERVER_SETTINGS = {
@@ -99,9 +100,7 @@ def crawl_command(
 ) -> list[str]:
     """The subprocess's command line."""
     command = [
-        sys.executable,
-        "-m",
-        "scrapers.run",
+        *RUN_SPIDERS,
         "--sources",
         str(sources),
         "--db",
@@ -161,6 +160,17 @@ def watching(path: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+_standby: list[lifetime.Standby] = []
+
+
+def keep_spiders_warm() -> None:
+    """Fork a process with Scrapy loaded, now, to run this process's next crawl attempt instead
+    of a new Python (the crawl service's children, flows/warm.py: call while one thread runs)."""
+    from scrapers import run
+
+    _standby.append(lifetime.Standby(run.main))
+
+
 @task(retries=2, retry_delay_seconds=5, task_run_name="run spiders")
 def run_spiders(
     db: str,
@@ -185,7 +195,10 @@ def run_spiders(
         Path(db), Path(sources), report, source, max_posts_per_user, since, overrides
     )
     with log.open("a", encoding="utf-8") as out, watching(report.with_suffix(".progress")):
-        code = lifetime.run_child(command, stdout=out, stderr=STDOUT, env=env)
+        if _standby:  # the crawl service's warm process (its first attempt only)
+            code = lifetime.wait_or_stop(_standby.pop().start(command[len(RUN_SPIDERS) :], out))
+        else:
+            code = lifetime.run_child(command, stdout=out, stderr=STDOUT, env=env)
     if code != 0 or not report.exists():
         raise CrawlError(f"the crawl subprocess exited with {code}: {last_error(log)} (log: {log})")
     return str(report)

@@ -3,7 +3,8 @@
 Starts a Prefect server on 127.0.0.1 (analytics off, its database and results in the state
 folder, not in $HOME), creates the process work pool `tribes` with a concurrency limit of 1,
 registers every deployment of prefect.yaml, serves the run reports over HTTP and starts a
-worker. Ctrl-C stops the worker, then the server. The tests drive the same functions.
+worker and the warm crawl service (flows/warm.py). Ctrl-C stops them, then the server. The
+tests drive the same functions.
 """
 
 from __future__ import annotations
@@ -218,6 +219,14 @@ def start_worker(
     return start([*PREFECT, "worker", "start", "--pool", pool, "--type", "process"], env, log)
 
 
+def start_warm_crawls(
+    env: Mapping[str, str], home: Path, log: IO | None = None
+) -> subprocess.Popen:
+    """The warm crawl service (flows/warm.py): `tribes crawl` starts in about a second."""
+    command = [sys.executable, "-m", "flows.cli", "--no-progress", "crawl-service", str(home)]
+    return start(command, env, log)
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
         pass
@@ -260,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     started: list[subprocess.Popen] = []
     reports = announced = None
     try:
-        with (home / "server.log").open("a", encoding="utf-8") as server_log:
+        with (
+            (home / "server.log").open("a", encoding="utf-8") as server_log,
+            (home / "warm.log").open("a", encoding="utf-8") as warm_log,
+        ):
             print(f"starting the Prefect server (log: {home / 'server.log'})", flush=True)
             started.append(start_server(env, args.port, server_log))
             wait_healthy(env["PREFECT_API_URL"], started[0])
@@ -270,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deployments on work pool {POOL!r}: {', '.join(names)}", flush=True)
             reports = serve_reports(settings.reports_dir, args.reports_port)
             started.append(start_worker(env))
+            started.append(start_warm_crawls(env, home, warm_log))
             print(
                 f"\nTribes UI: http://{HOST}:{args.port}  (reports: {reports_url}; Ctrl-C stops)\n",
                 flush=True,
