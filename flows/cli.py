@@ -724,7 +724,8 @@ def run_in_warm_service(command: list[str]) -> None:
     on this terminal and exit with its status (flows/warm.py: seconds saved)."""
     from flows import warm
 
-    status = warm.forward(Path(os.environ["PREFECT_HOME"]), [*state["options"], *command])
+    home = Path(os.environ["PREFECT_HOME"])
+    status = warm.forward(home, [*state["options"], *command], warn)
     if status is not None:
         raise typer.Exit(status)
 

@@ -222,7 +222,7 @@ def start_worker(
 def start_warm_crawls(
     env: Mapping[str, str], home: Path, log: IO | None = None
 ) -> subprocess.Popen:
-    """The warm crawl service (flows/warm.py): `tribes crawl` starts in about a second."""
+    """The warm crawl service (flows/warm.py): `tribes crawl` starts in about two seconds."""
     command = [sys.executable, "-m", "flows.cli", "--no-progress", "crawl-service", str(home)]
     return start(command, env, log)
 

@@ -1,4 +1,4 @@
-"""The warm crawl service: `tribes crawl` in about a second while `make serve` runs.
+"""The warm crawl service: `tribes crawl` starts in about two seconds while `make serve` runs.
 
 A cold `tribes crawl` spends seconds on imports (Prefect, Scrapy, polars, DuckDB) and on a new
 Python for the Scrapy crawl. `make serve` also starts this service (`tribes crawl-service`): one
@@ -13,8 +13,8 @@ as usual.
 Stopping: Ctrl-C in the caller's terminal is forwarded; when the caller ends in any way (even
 kill -9), its socket closes and the child stops as a Ctrl-C would stop it, marking the crawl
 failed. The service forks only while it has one thread; its children die with it (a
-parent-death signal). `tribes crawl` is the client (`forward`): it imports the standard library
-only, so it starts fast, and runs the crawl itself when no service answers.
+parent-death signal). `tribes crawl` is the client (`forward`): it hands the command over before
+it loads anything heavy, and runs the crawl itself when no service answers.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from pathlib import Path
 from flows import lifetime
 
 SOCKET_NAME = "crawl.sock"  # in the Prefect home, beside serve.API_URL_FILE
+CODE = [Path(__file__).resolve().parent.parent / name for name in ("flows", "pipeline", "scrapers")]
+STALE = "the warm crawl service runs older Tribes code: restart `make serve` (crawling cold now)"
 REQUEST_SECONDS = 5.0  # a caller sends its request at once; a silent one is dropped after this
 PRELOADED = (  # imported once by the service (with every Scrapy component and spider)
     "flows.cli",
@@ -60,9 +62,10 @@ def socket_path(home: Path) -> Path:
 # ------------------------------------------------------------------ the client: `tribes crawl`
 
 
-def forward(home: Path, argv: Sequence[str]) -> int | None:
+def forward(home: Path, argv: Sequence[str], warn: Callable[[str], None]) -> int | None:
     """Run `tribes ARGV` in the service of this Prefect home, on this terminal; its exit status,
-    or None when no service answers (then the caller runs the command itself)."""
+    or None when no service answers or it declines, saying why through `warn` (then the caller
+    runs the command itself)."""
     if _in_service or not on_real_streams():
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -73,13 +76,18 @@ def forward(home: Path, argv: Sequence[str]) -> int | None:
         request = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)}
         socket.send_fds(connection, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
         try:
-            return exit_status(connection)
+            answer = last_message(connection)
         except KeyboardInterrupt:
             with contextlib.suppress(OSError):
                 connection.sendall(b"stop\n")  # the child stops as a Ctrl-C stops it
             with contextlib.suppress(OSError, KeyboardInterrupt):  # within this process's grace
-                exit_status(connection, timeout=lifetime.GRACE_SECONDS - 1)
+                last_message(connection, timeout=lifetime.GRACE_SECONDS - 1)
             return 130
+    if "declined" in answer:
+        warn(answer["declined"])
+        return None
+    status = answer.get("exit")
+    return status if isinstance(status, int) else 1
 
 
 def answering(home: Path) -> bool:
@@ -97,9 +105,10 @@ def on_real_streams() -> bool:
         return False
 
 
-def exit_status(connection: socket.socket, timeout: float | None = None) -> int:
-    """The child's exit status, its last message; 1 if it ended without one. Waits in short
-    steps: a Ctrl-C that lands on another thread (a native library's) is seen here too."""
+def last_message(connection: socket.socket, timeout: float | None = None) -> dict:
+    """The service's answer: the child's exit status ({"exit": N}) or why it declined; {} if it
+    ended without one. Waits in short steps: a Ctrl-C that lands on another thread (a native
+    library's) is seen here too."""
     deadline = None if timeout is None else time.monotonic() + timeout
     connection.settimeout(0.2)
     received = b""
@@ -114,9 +123,16 @@ def exit_status(connection: socket.socket, timeout: float | None = None) -> int:
             break
         received += chunk
     try:
-        return int(json.loads(received)["exit"])
-    except (ValueError, KeyError, TypeError):
-        return 1
+        answer = json.loads(received)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def code_stamp() -> tuple[int, int]:
+    """The Python files of Tribes: how many, and the newest one's modification time."""
+    files = [path for folder in CODE for path in folder.rglob("*.py")]
+    return len(files), max(path.stat().st_mtime_ns for path in files)
 
 
 # ------------------------------------------------------------------ the service: `make serve`
@@ -126,6 +142,7 @@ def serve(home: Path, run: Callable[[list[str]], int]) -> None:
     """Load everything a crawl needs, then answer requests until SIGINT or SIGTERM: each child
     runs `run(argv)` (a `tribes` command line; returns its exit status)."""
     preload()
+    loaded = code_stamp()
     path = socket_path(home)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -145,7 +162,11 @@ def serve(home: Path, run: Callable[[list[str]], int]) -> None:
             except TimeoutError:
                 continue
             with connection:
-                if request := receive(connection):
+                if not (request := receive(connection)):
+                    continue
+                if code_stamp() != loaded:
+                    decline(connection, request, STALE)
+                else:
                     start_child(listener, connection, request, run)
     finally:
         listener.close()
@@ -210,6 +231,15 @@ def receive(connection: socket.socket) -> dict | None:
             os.close(fd)
         return None
     return {**request, "fds": fds}
+
+
+def decline(connection: socket.socket, request: dict, reason: str) -> None:
+    """Answer that the caller should run its command itself, and why."""
+    say(f"declined a request: {reason}")
+    for fd in request["fds"]:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        connection.sendall(json.dumps({"declined": reason}).encode())
 
 
 def caller(connection: socket.socket) -> tuple[int, int]:

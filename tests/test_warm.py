@@ -174,3 +174,24 @@ def test_a_killed_service_takes_its_crawls_along_and_the_next_crawl_runs_cold(
         again.pid,  # this time the `tribes` process itself ran it
         "completed",
     )
+
+
+def test_a_service_running_older_code_declines_and_the_crawl_runs_itself(
+    tmp_path, home, api_url, service
+):
+    source = Path(warm.__file__)  # as if Tribes were updated while `make serve` runs
+    before = source.stat()
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    try:
+        with LocalPlatforms(first_pages(2)) as site:
+            process = crawl(tmp_path / "t.duckdb", write_sources(tmp_path, site), home, api_url)
+            assert process.wait(300) == 0, output(process)
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert "warning: the warm crawl service runs older Tribes code" in output(process)
+    assert rows(tmp_path / "t.duckdb", "SELECT pid, status FROM crawls") == [
+        (process.pid, "completed")
+    ]
+    assert "declined a request: the warm crawl service runs older" in (
+        (home / "warm.log").read_text()
+    )
