@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -76,12 +75,6 @@ def tribes(folder: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
     if done.returncode != 0:
         raise SystemExit(f"`tribes {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
     return wall, done.stdout + done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((serve.HOST, 0))
-        return probe.getsockname()[1]
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -166,7 +159,7 @@ def main() -> None:
         if not args.no_baseline:
             print("temporary server (baseline):", flush=True)
             results["temporary server (baseline)"] = measure(folder, env, sources, args.repeat)
-        port = free_port()
+        port = serve.free_port()
         with (home / "server.log").open("w") as log:
             server = serve.start_server(serve.prefect_env(home, port), port, log)
             try:

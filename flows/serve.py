@@ -60,6 +60,13 @@ def port_free(port: int) -> bool:
         return probe.connect_ex((HOST, port)) != 0
 
 
+def free_port() -> int:
+    """A port on HOST that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
 def start(command: list[str], env: Mapping[str, str], log: IO | None = None) -> subprocess.Popen:
     """Start a process in its own session (so `stop` ends it with all its children)."""
     return subprocess.Popen(

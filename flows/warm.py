@@ -129,10 +129,13 @@ def last_message(connection: socket.socket, timeout: float | None = None) -> dic
     return answer if isinstance(answer, dict) else {}
 
 
-def code_stamp() -> tuple[int, int]:
-    """The Python files of Tribes: how many, and the newest one's modification time."""
-    files = [path for folder in CODE for path in folder.rglob("*.py")]
-    return len(files), max(path.stat().st_mtime_ns for path in files)
+def code_stamp() -> frozenset[tuple[str, int, int]]:
+    """Tribes' Python files, each with its modification time and size (a few ms to read)."""
+    return frozenset(
+        (str(path), (stat := path.stat()).st_mtime_ns, stat.st_size)
+        for folder in CODE
+        for path in folder.rglob("*.py")
+    )
 
 
 # ------------------------------------------------------------------ the service: `make serve`

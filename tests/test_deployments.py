@@ -6,7 +6,6 @@ real posts. Skip locally with `-m "not server"`; CI runs it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -49,12 +48,6 @@ WAITING = {StateType.SCHEDULED, StateType.PENDING}
 HOLD_LOCK = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(600)"  # noqa: E501
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((serve.HOST, 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prefect-home")
@@ -64,7 +57,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def env(home: Path) -> Iterator[dict[str, str]]:
     """A Prefect server with prefect.yaml deployed and a worker polling `tribes`; both are
     stopped (with their children) whatever happens."""
-    port = free_port()
+    port = serve.free_port()
     extra = {
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # no nightly run during a test
         "PREFECT_WORKER_QUERY_SECONDS": "1",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,12 +33,6 @@ from tests.test_hostile_faults import (
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((serve.HOST, 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prefect-home")
@@ -48,7 +41,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def api_url(home: Path) -> Iterator[str]:
     """A real Prefect server for this module's Prefect home."""
-    port = free_port()
+    port = serve.free_port()
     with (home / "server.log").open("w") as log:
         server = serve.start_server(serve.prefect_env(home, port), port, log)
         try:
