@@ -771,7 +771,8 @@ def crawl(
         "--max-posts-per-user": max_posts_per_user,
         "--since": since,
     }
-    run_in_warm_service(["crawl", *(str(x) for o in given.items() if o[1] is not None for x in o)])
+    flags = [str(x) for flag, value in given.items() if value is not None for x in (flag, value)]
+    run_in_warm_service(["crawl", *flags])
     from flows.crawl import CrawlError
     from flows.crawl import crawl as crawl_flow
     from scrapers.sources import load_sources
