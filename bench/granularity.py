@@ -26,6 +26,8 @@ from pipeline import cluster, evaluate, profile, reduce  # noqa: E402
 
 VARIANTS = {  # (selection, split share, min_samples as a divisor of the size)
     "eom+split": ("eom", cluster.MAX_CLUSTER_SHARE, 2),
+    "eom+split/3": ("eom", 3, 2),
+    "eom+split/10": ("eom", 10, 2),
     "eom": ("eom", None, 2),
     "eom samples=size": ("eom", None, 1),
 }
@@ -81,14 +83,30 @@ def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int)
     return spaces
 
 
-def criteria(spaces: list[np.ndarray], runs: list[cluster.Clustering], size: int) -> dict:
+def separation(profiles: np.ndarray, found: np.ndarray) -> dict:
+    """How well the consensus's groups separate the profiles themselves: the silhouette (cosine)
+    and the Calinski-Harabasz index (0 for a single group)."""
+    from sklearn.metrics import calinski_harabasz_score, silhouette_score
+
+    if len(set(found.tolist())) < 2:
+        return {"silhouette": -1.0, "calinski_harabasz": 0.0}
+    return {
+        "silhouette": float(silhouette_score(profiles, found, metric="cosine")),
+        "calinski_harabasz": float(calinski_harabasz_score(profiles, found)),
+    }
+
+
+def criteria(
+    spaces: list[np.ndarray], runs: list[cluster.Clustering], size: int, profiles, found
+) -> dict:
     """Label-free measures of one granularity: the clusters' total persistence, how much the
-    runs agree, their noise."""
+    runs agree, their noise, how well the consensus separates the profiles."""
     first = spaces[:SELECTION_SPACES]
     return {
         "persistence": float(np.mean([total_persistence(s, size) for s in first])),
         "stability": evaluate.mean_pairwise_ari([r.labels.tolist() for r in runs]),
         "noise": float(np.mean([r.noise_share for r in runs])),
+        **separation(profiles, found),
     }
 
 
@@ -114,7 +132,7 @@ def probe(settings, name, method, seed, truth, variants=VARIANTS) -> list[dict]:
                     "k": len(set(found.tolist())),
                     "n_users": len(truth),
                     "labels": len(set(truth)),
-                    **criteria(spaces, runs, size),
+                    **criteria(spaces, runs, size, profiles, found),
                 }
             )
     return rows
@@ -122,7 +140,9 @@ def probe(settings, name, method, seed, truth, variants=VARIANTS) -> list[dict]:
 
 def picks(rows: pl.DataFrame) -> pl.DataFrame:
     """Per set and variant, the ARI / NMI / clusters at the size each rule picks: the fixed
-    rules, the most persistent, the most stable, and the best by the labels (an oracle)."""
+    rules, the most persistent, the most stable, the best separated (silhouette,
+    Calinski-Harabasz), and the best by the labels (an oracle); variant "any": each criterion's
+    pick among every variant and size."""
     keys = ["set", "method", "seed", "variant"]
     chosen = []
     users = rows.group_by("set").agg(pl.col("n_users").first())
@@ -135,12 +155,19 @@ def picks(rows: pl.DataFrame) -> pl.DataFrame:
     for rule, column in (
         ("persistence", "persistence"),
         ("stability", "stability"),
+        ("silhouette", "silhouette"),
+        ("calinski_harabasz", "calinski_harabasz"),
         ("oracle", "ari"),
     ):
-        best = rows.sort(column, descending=True).group_by(keys, maintain_order=True).first()
-        chosen.append(
-            best.select(*keys, pl.lit(rule).alias("rule"), "size", "ari", "nmi", "k", "labels")
-        )
+        ranked = rows.sort(column, descending=True)
+        best = ranked.group_by(keys, maintain_order=True).first()
+        across = ranked.group_by(keys[:-1], maintain_order=True).first()  # any variant and size
+        for picked in (best, across.with_columns(variant=pl.lit("any"))):
+            chosen.append(
+                picked.select(
+                    *keys, pl.lit(rule).alias("rule"), "size", "ari", "nmi", "k", "labels"
+                )
+            )
     return pl.concat(chosen).sort(keys + ["rule"])
 
 
