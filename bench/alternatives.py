@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.granularity import profiles_of, spaces_of  # noqa: E402
-from bench.quality import available_sets, load_into_db  # noqa: E402
+from bench.quality import loaded_sets  # noqa: E402
 from flows.evaluate import SEEDS, cleaned_posts  # noqa: E402
 from pipeline import cluster, evaluate, reduce  # noqa: E402
 from pipeline.label import terms_of  # noqa: E402
@@ -142,16 +142,13 @@ def main() -> None:
     parser.add_argument("--lexical", type=float, nargs="*", default=[0.5, 1.0], metavar="W")
     parser.add_argument("--louvain", type=float, nargs="*", default=[1.0], metavar="R")
     args = parser.parse_args()
-    sets = available_sets()
     rows = []
-    for name in args.sets or list(sets):
-        started = time.perf_counter()
-        posts = sets[name]()
-        settings = load_into_db(name, posts)
-        truth = dict(posts.select("user_id", "label").unique().iter_rows())
+    started = time.perf_counter()
+    for name, settings, truth in loaded_sets(args.sets):
         for seed in SEEDS[: args.seeds]:
             rows += screen(settings, name, truth, seed, args)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+        started = time.perf_counter()
     table = pl.DataFrame(rows).group_by("set", "method", maintain_order=True).mean()
     methods = table["method"].unique(maintain_order=True).to_list()
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250, float_precision=3):

@@ -19,7 +19,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.quality import BENCH, available_sets, load_into_db  # noqa: E402
+from bench.quality import BENCH, loaded_sets  # noqa: E402
 from flows.evaluate import SEEDS, cleaned_posts  # noqa: E402
 from flows.vectors import stored_vectors  # noqa: E402
 from pipeline import cluster, evaluate, profile, reduce  # noqa: E402
@@ -179,18 +179,15 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", default=str(BENCH / "granularity" / "probe.parquet"))
     args = parser.parse_args()
-    sets = available_sets()
     rows = []
-    for name in args.sets or list(sets):
-        started = time.perf_counter()
-        posts = sets[name]()
-        settings = load_into_db(name, posts)
-        truth = dict(posts.select("user_id", "label").unique().iter_rows())
+    started = time.perf_counter()
+    for name, settings, truth in loaded_sets(args.sets):
         for method in args.methods:
             for seed in SEEDS[: args.seeds]:
                 chosen = {v: VARIANTS[v] for v in args.variants}
                 rows += probe(settings, name, method, seed, truth, chosen)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+        started = time.perf_counter()
         pl.DataFrame(rows).write_parquet(args.out)
     table = picks(pl.DataFrame(rows))
     print(table)

@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,16 @@ def available_sets() -> dict[str, callable]:
     if (SHARED / "fb_pages_2016" / "posts_all.parquet").exists() and "tweet_topic_users" in sets:
         sets |= PROTOCOL
     return sets
+
+
+def loaded_sets(names: list[str] | None = None) -> Iterator[tuple[str, Any, dict[str, str]]]:
+    """Each chosen labelled set (default: every one found) in its bench database: its name, the
+    settings that open it, and the known label of each user."""
+    sets = available_sets()
+    for name in names or list(sets):
+        posts = sets[name]()
+        truth = dict(posts.select("user_id", "label").unique().iter_rows())
+        yield name, load_into_db(name, posts), truth
 
 
 def text_mentions(posts: pl.DataFrame) -> pl.DataFrame:
