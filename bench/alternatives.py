@@ -63,7 +63,11 @@ def umap_spaces(settings, profiles: np.ndarray, seed: int) -> list[np.ndarray]:
     """The consensus's UMAP spaces of other profiles (the refresh's settings and seeds)."""
     return [
         reduce.umap_reduce(
-            profiles, settings.umap_n_components, settings.umap_n_neighbors, 0.0, run_seed
+            profiles,
+            settings.umap_n_components,
+            settings.umap_n_neighbors,
+            settings.umap_min_dist,
+            run_seed,
         )
         for run_seed in reduce.run_seeds(seed, settings.consensus_runs)
     ]
