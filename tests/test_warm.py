@@ -158,7 +158,8 @@ def test_a_killed_service_takes_its_crawls_along_and_the_next_crawl_runs_cold(
         serve.stop(service)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert rows(db, "SELECT status FROM crawls") == [("failed",)]
+    spiders = "".join(log.read_text()[-2000:] for log in (tmp_path / "crawls").glob("*.log"))
+    assert rows(db, "SELECT status FROM crawls") == [("failed",)], output(process) + spiders
     assert not warm.answering(home)  # a stale socket file: the next crawl runs by itself
     with LocalPlatforms(first_pages(2)) as site:
         again = crawl(db, write_sources(tmp_path, site), home, api_url)
