@@ -54,23 +54,22 @@ def lexical_block(settings, users: pl.DataFrame) -> np.ndarray:
     return normalize(TruncatedSVD(dims, random_state=0).fit_transform(tfidf))
 
 
-def tribes_consensus(spaces: list[np.ndarray]) -> np.ndarray:
-    """The refresh's clustering of these spaces (the default sizes)."""
-    return cluster.consensus_cluster(spaces).labels
+def tribes_consensus(spaces) -> np.ndarray:
+    """The refresh's clustering of these UMAP spaces (the default sizes)."""
+    return cluster.consensus_cluster(list(spaces)).labels
 
 
-def umap_spaces(settings, profiles: np.ndarray, seed: int) -> list[np.ndarray]:
-    """The consensus's UMAP spaces of other profiles (the refresh's settings and seeds)."""
-    return [
-        reduce.umap_reduce(
-            profiles,
-            settings.umap_n_components,
-            settings.umap_n_neighbors,
-            settings.umap_min_dist,
-            run_seed,
-        )
-        for run_seed in reduce.run_seeds(seed, settings.consensus_runs)
-    ]
+def umap_spaces(settings, profiles: np.ndarray, seed: int) -> np.ndarray:
+    """The refresh's consensus UMAP spaces of other profiles (its settings and seeds)."""
+    spaces, _ = reduce.consensus_spaces(
+        profiles,
+        settings.umap_n_components,
+        settings.umap_n_neighbors,
+        settings.umap_min_dist,
+        seed,
+        settings.consensus_runs,
+    )
+    return spaces
 
 
 def fuzzy_graph(profiles: np.ndarray, seed: int):
@@ -112,9 +111,7 @@ def screen(settings, name: str, truth: dict, seed: int, args) -> list[dict]:
     _, means = profiles_of(settings, "mean")
     known = [truth[u] for u in users["user_id"]]
     found = {
-        "tribes": lambda: tribes_consensus(
-            list(spaces_of(settings, name, "chunk_mean", profiles, seed))
-        ),
+        "tribes": lambda: tribes_consensus(spaces_of(settings, name, "chunk_mean", profiles, seed)),
         "plain": lambda: evaluate.plain_clusters(means, seed),
     }
     if args.lexical:

@@ -53,7 +53,7 @@ from flows.vectors import stored_vectors  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.clean import HANDLE  # noqa: E402
 from pipeline.ingest import kind_values  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import Settings, load_settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 BENCH = ROOT / ".tribes" / "bench"
@@ -230,7 +230,7 @@ def available_sets() -> dict[str, callable]:
     return sets
 
 
-def loaded_sets(names: list[str] | None = None) -> Iterator[tuple[str, Any, dict[str, str]]]:
+def loaded_sets(names: list[str] | None = None) -> Iterator[tuple[str, Settings, dict[str, str]]]:
     """Each chosen labelled set (default: every one found) in its bench database: its name, the
     settings that open it, and the known label of each user."""
     sets = available_sets()
