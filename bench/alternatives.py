@@ -25,7 +25,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.granularity import profiles_of, spaces_of  # noqa: E402
+from bench.granularity import profiles_of, spaces_of, umap_spaces  # noqa: E402
 from bench.quality import loaded_sets  # noqa: E402
 from flows.evaluate import SEEDS, cleaned_posts  # noqa: E402
 from pipeline import cluster, evaluate, reduce  # noqa: E402
@@ -57,19 +57,6 @@ def lexical_block(settings, users: pl.DataFrame) -> np.ndarray:
 def tribes_consensus(spaces) -> np.ndarray:
     """The refresh's clustering of these UMAP spaces (the default sizes)."""
     return cluster.consensus_cluster(list(spaces)).labels
-
-
-def umap_spaces(settings, profiles: np.ndarray, seed: int) -> np.ndarray:
-    """The refresh's consensus UMAP spaces of other profiles (its settings and seeds)."""
-    spaces, _ = reduce.consensus_spaces(
-        profiles,
-        settings.umap_n_components,
-        settings.umap_n_neighbors,
-        settings.umap_min_dist,
-        seed,
-        settings.consensus_runs,
-    )
-    return spaces
 
 
 def fuzzy_graph(profiles: np.ndarray, seed: int):

@@ -65,11 +65,8 @@ def profiles_of(settings, method: str) -> tuple[pl.DataFrame, np.ndarray]:
     return users, profile.user_profiles(units, vectors, users, method)
 
 
-def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int) -> np.ndarray:
-    """The consensus UMAP spaces of the profiles (cached per set, method and seed)."""
-    path = BENCH / "granularity" / f"{name.removesuffix('_fine')}-{method}-{seed}.npy"
-    if path.exists():
-        return np.load(path)
+def umap_spaces(settings, profiles: np.ndarray, seed: int) -> np.ndarray:
+    """The refresh's consensus UMAP spaces of the profiles (its settings and seeds)."""
     spaces, _ = reduce.consensus_spaces(
         profiles,
         settings.umap_n_components,
@@ -78,6 +75,15 @@ def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int)
         seed,
         settings.consensus_runs,
     )
+    return spaces
+
+
+def spaces_of(settings, name: str, method: str, profiles: np.ndarray, seed: int) -> np.ndarray:
+    """`umap_spaces` of the set's profiles (cached per set, method and seed)."""
+    path = BENCH / "granularity" / f"{name.removesuffix('_fine')}-{method}-{seed}.npy"
+    if path.exists():
+        return np.load(path)
+    spaces = umap_spaces(settings, profiles, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, spaces)
     return spaces
